@@ -1,0 +1,6 @@
+"""``python -m siteadmin``."""
+
+from siteadmin.cli import run
+
+if __name__ == "__main__":
+    run()

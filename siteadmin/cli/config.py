@@ -1,0 +1,61 @@
+"""``siteadmin config show|init``: the effective site config and a commented example."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from siteadmin.errors import ConfigError, ExitCode
+from siteadmin.site import example_site_toml, site_as_dict
+
+if False:  # typing only, avoids a cycle at import time
+    from siteadmin.cli import Context
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    config = sub.add_parser("config", help="show or create the site config", parents=[parent])
+    actions = config.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(config))
+    show = actions.add_parser("show", help="print the effective config, secrets masked", parents=[parent])
+    show.set_defaults(handler=show_config)
+    init = actions.add_parser("init", help="write a commented example site.toml", parents=[parent])
+    init.add_argument("path", nargs="?", default="site.toml", help="where to write it (default ./site.toml; - for stdout)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=init_config)
+
+
+def _as_text(data: dict[str, Any], prefix: str = "") -> str:
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()) or (isinstance(value, dict) and not prefix):
+            lines.append(_as_text(value, f"{prefix}{key}."))
+        else:
+            lines.append(f"{prefix}{key} = {value!r}" if not isinstance(value, str) else f"{prefix}{key} = {value}")
+    return "\n".join(line for line in lines if line)
+
+
+def show_config(ctx: Context, args: argparse.Namespace) -> int:
+    site = ctx.site
+    data = site_as_dict(site)
+    source = str(site.source) if site.source else "built-in defaults"
+    if not ctx.json:
+        ctx.out.write(f"# source: {source}\n")
+    ctx.emit({"source": source, **data} if ctx.json else data, _as_text)
+    return ExitCode.OK
+
+
+def init_config(ctx: Context, args: argparse.Namespace) -> int:
+    text = example_site_toml()
+    if args.path == "-":
+        ctx.out.write(text)
+        return ExitCode.OK
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        raise ConfigError(f"{path}: already exists", "pass --force to overwrite it")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    ctx.note(f"wrote {path}; set [site] name and [wns] hosts, then run `siteadmin config show`")
+    return ExitCode.OK

@@ -1,0 +1,156 @@
+"""The site's WNs and groups, from hostlist patterns.
+
+``wn[001-120].example.org`` style ranges are expanded and folded by ClusterShell's NodeSet.
+A pattern may name a group of the site config as ``@name``, and exclude hosts with ``!``:
+``@bigdisk,wn[001-010].example.org!wn005.example.org``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ClusterShell.NodeSet import NodeSet, NodeSetException
+
+from siteadmin.errors import InventoryError
+from siteadmin.site import Site
+
+GROUP_RE = re.compile(r"@([A-Za-z0-9_.-]+)")
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+
+
+def parse_hostlist(pattern: str) -> NodeSet:
+    """Expand one plain hostlist pattern (no @groups) into a NodeSet.
+
+    Raises:
+        ValueError: naming the pattern and what is allowed.
+    """
+    allowed = f'a hostlist like "wn[001-120].example.org" (got "{pattern}")'
+    if not isinstance(pattern, str) or not pattern.strip() or "@" in pattern:
+        raise ValueError(allowed)
+    try:
+        nodes = NodeSet(pattern)
+    except (NodeSetException, ValueError, TypeError, IndexError):
+        raise ValueError(allowed) from None
+    if len(nodes) == 0 or any(not NODE_NAME_RE.match(node) for node in nodes):
+        raise ValueError(allowed)
+    return nodes
+
+
+def fold(hosts: Iterable[str]) -> str:
+    """Fold host names into the shortest hostlist text, ``wn[001-004].lab``."""
+    return str(NodeSet.fromlist(list(hosts))) if hosts else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class WN:
+    """One worker node and how to reach it."""
+
+    name: str
+    address: str
+    """Where SSH connects (the name unless the config gives an address)."""
+    port: int
+    """SSH port."""
+    groups: tuple[str, ...]
+
+
+class Inventory:
+    """WNs of a site, with groups, exclusions and per-node connection details."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._groups: dict[str, NodeSet] = {}
+        for name, group in site.wns.groups.items():
+            nodes = NodeSet()
+            for pattern in group.hosts:
+                nodes.update(_parse(pattern, f"wns.groups.{name}.hosts"))
+            self._groups[name] = nodes
+        everything = NodeSet()
+        for pattern in site.wns.hosts:
+            everything.update(_parse(pattern, "wns.hosts"))
+        for nodes in self._groups.values():
+            everything.update(nodes)
+        for pattern in site.wns.exclude:
+            everything.difference_update(_parse(pattern, "wns.exclude"))
+        self._all = everything
+
+    @property
+    def group_names(self) -> list[str]:
+        return sorted(self._groups)
+
+    def select(self, pattern: str | None = None) -> list[str]:
+        """Host names a pattern selects, in natural order; all WNs for None or "all".
+
+        Raises:
+            InventoryError: a malformed pattern, an unknown @group, or hosts not in the site.
+        """
+        if pattern is None or pattern.strip() in ("", "all", "@all"):
+            return list(self._all)
+        selected = NodeSet()
+        for term in _split_terms(pattern):
+            include, _, exclude = term.partition("!")
+            selected.update(self._expand(include, pattern))
+            if exclude:
+                selected.difference_update(self._expand(exclude, pattern))
+        unknown = NodeSet(selected)
+        unknown.difference_update(self._all)
+        if len(unknown):
+            raise InventoryError(f"{unknown}: not a WN of this site", "see `siteadmin hosts` for the site's WNs")
+        return list(selected)
+
+    def _expand(self, term: str, whole: str) -> NodeSet:
+        group = GROUP_RE.fullmatch(term.strip())
+        if group:
+            name = group.group(1)
+            if name not in self._groups:
+                known = ", ".join("@" + g for g in self.group_names) or "none configured"
+                raise InventoryError(f"@{name}: no such WN group", f"groups: {known}")
+            return NodeSet(self._groups[name])
+        try:
+            return parse_hostlist(term)
+        except ValueError as exc:
+            raise InventoryError(f"hosts pattern: must be {exc}") from None
+
+    def groups_of(self, host: str) -> tuple[str, ...]:
+        return tuple(name for name in self.group_names if host in self._groups[name])
+
+    def wn(self, host: str) -> WN:
+        """Connection details of one WN."""
+        node = self.site.wns.nodes.get(host)
+        address = node.address if node and node.address else host
+        port = node.port if node and node.port else self.site.ssh.port
+        return WN(name=host, address=address, port=port, groups=self.groups_of(host))
+
+    def overrides_for(self, host: str) -> list[tuple[str, Mapping[str, Any]]]:
+        """aria2c option layers for a host, lowest first: site, each group, the host."""
+        layers: list[tuple[str, Mapping[str, Any]]] = [("site", self.site.aria2c.options)]
+        for name in self.groups_of(host):
+            layers.append((f"group {name}", self.site.wns.groups[name].aria2c))
+        node = self.site.wns.nodes.get(host)
+        if node is not None:
+            layers.append((f"host {host}", node.aria2c))
+        return layers
+
+
+def _split_terms(pattern: str) -> list[str]:
+    """Split on commas outside brackets: ``wn[1,2].x,@g`` -> [``wn[1,2].x``, ``@g``]."""
+    terms, depth, current = [], 0, ""
+    for char in pattern:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += char
+    terms.append(current)
+    return [t.strip() for t in terms if t.strip()]
+
+
+def _parse(pattern: str, key: str) -> NodeSet:
+    try:
+        return parse_hostlist(pattern)
+    except ValueError as exc:
+        raise InventoryError(f"{key}: must be {exc}") from None
