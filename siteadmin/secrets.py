@@ -1,0 +1,71 @@
+"""Files holding secrets (LDAP bind password, aria2c rpc-secret, proxy credentials).
+
+A secret file is 0600 from its first byte: it is created with that mode by ``os.open`` and
+written through a temp file in the same directory, then renamed, so no reader ever sees a
+half-written or wider-open file. Reading refuses files that group or others can read.
+Secrets never go into argv, logs or screens; ``mask`` is what displays show instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from siteadmin.errors import ConfigError
+
+MASK = "********"
+
+
+def write_secret_file(path: Path, value: str) -> None:
+    """Atomically write ``value`` to ``path`` with mode 0600 from the first byte.
+
+    Raises:
+        ConfigError: when the value holds a newline or NUL, or the file cannot be written.
+    """
+    if any(c in value for c in "\n\r\0"):
+        raise ConfigError(f"{path}: a secret must be one line without control characters")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write secret file: {exc.strerror}") from None
+
+
+def read_secret_file(path: Path, what: str = "secret") -> str:
+    """Read a one-line secret, refusing files readable by group or others.
+
+    Raises:
+        ConfigError: missing, unreadable, too open (not 0600/0400) or empty.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: {what} file is readable by others (mode {stat.S_IMODE(info.st_mode):04o})", f"chmod 600 {path}")
+    try:
+        value = path.read_text(encoding="utf-8").strip("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what} file: {exc}") from None
+    if not value or any(c in value for c in "\n\r\0"):
+        raise ConfigError(f"{path}: {what} file must hold exactly one non-empty line")
+    return value
+
+
+def generate_secret(bits: int = 256) -> str:
+    """A random URL-safe secret of at least ``bits`` bits of entropy."""
+    return secrets.token_urlsafe((bits + 7) // 8)
+
+
+def mask(value: str | None) -> str:
+    """What displays show in place of a secret."""
+    return MASK if value else ""
