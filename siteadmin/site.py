@@ -157,6 +157,10 @@ def check_hostlists(value: list[str]) -> str | None:
     return None
 
 
+def check_absolute_path(value: str) -> str | None:
+    return None if value.startswith("/") and not any(c in value for c in "\n\r\0") else "an absolute path"
+
+
 def check_mode_free_text(value: str) -> str | None:
     return None if "\n" not in value and "\0" not in value else "one line of text"
 
@@ -199,7 +203,9 @@ class CentralSection:
     tracker_port: int = setting(8088, "TCP port of the tracker.", check_port)
     seeder_host: str = setting("alitorrent.cern.ch", "Host of the central seeder.", check_host)
     seeder_port: int = setting(8092, "TCP port of the seeder.", check_port)
-    http_fallback: str = setting("http://alitorrent.cern.ch:8092/", "Base URL of plain HTTP downloads used when the torrent path fails.", check_http_url)
+    http_fallback: str = setting(
+        "http://alitorrent.cern.ch:8092/", "Base URL of plain HTTP downloads used when the torrent path fails.", check_http_url
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +243,7 @@ class SshSection:
 
     user: str = setting("root", "Remote user on the WNs.", lambda v: None if re.match(r"^[a-z_][a-z0-9_.-]*$", v) else "a Unix user name")
     key_file: Path | None = setting(None, "Private key to authenticate with; empty uses the ssh agent and ~/.ssh keys.")
-    known_hosts: Path = setting(Path("~/.ssh/known_hosts"), "known_hosts file; unknown or changed host keys are refused.")
+    known_hosts: Path = setting(Path("~/.ssh/known_hosts").expanduser(), "known_hosts file; unknown or changed host keys are refused.")
     port: int = setting(22, "SSH port of the WNs.", check_port)
     jump_host: str = setting("", "Bastion to go through, as [user@]host[:port]; empty connects directly.", check_mode_free_text)
     config_file: Path | None = setting(None, "OpenSSH client config to read host aliases from (e.g. ~/.ssh/config).")
@@ -261,7 +267,7 @@ class Aria2cSection:
 class RolloutSection:
     """[rollout] — how a new profile reaches the WNs."""
 
-    config_path: str = setting("/etc/aria2/aria2c.conf", "Path of the aria2c config on each WN.", lambda v: None if v.startswith("/") and "\n" not in v else "an absolute path")
+    config_path: str = setting("/etc/aria2/aria2c.conf", "Path of the aria2c config on each WN.", check_absolute_path)
     batch_size: int = setting(10, "WNs changed per batch.", check_positive)
     max_fail_percent: float = setting(10.0, "Abort the rollout when more than this share of a batch fails.", check_percent)
     backups_kept: int = setting(3, "Earlier configs kept on each WN for rollback.", check_non_negative)
@@ -272,7 +278,7 @@ class RolloutSection:
 class AuditSection:
     """[audit] — the append-only record of every change."""
 
-    path: Path = setting(Path("~/.local/state/siteadmin/audit.jsonl"), "JSON-lines audit log file.")
+    path: Path = setting(Path("~/.local/state/siteadmin/audit.jsonl").expanduser(), "JSON-lines audit log file.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,7 +304,7 @@ class Site:
 
 
 SECTIONS: dict[str, type] = {
-    name: tp for name, tp in typing.get_type_hints(Site).items() if dataclasses.is_dataclass(tp)
+    name: tp for name, tp in typing.get_type_hints(Site).items() if isinstance(tp, type) and dataclasses.is_dataclass(tp)
 }
 """Top-level tables of site.toml and the section class each one builds."""
 
@@ -320,7 +326,9 @@ def _type_name(tp: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    import json
+
+    text = json.dumps(value, default=str) if isinstance(value, (str, list, dict)) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -405,7 +413,7 @@ def site_from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Si
         ConfigError: naming the first bad key or value.
     """
     base = source.parent if source is not None else None
-    site = _build(Site, dict(data), "", base)
+    site: Site = _build(Site, dict(data), "", base)
     for name in site.wns.nodes:
         if check_host(name):
             raise ConfigError(f"wns.nodes.\"{name}\": must be a host name")
@@ -487,7 +495,8 @@ def field_docs(cls: type) -> list[tuple[str, Any, str]]:
     for f in dataclasses.fields(cls):
         if f.metadata.get("internal"):
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
         out.append((f.name, default, str(f.metadata.get("doc", ""))))
     return out
 
@@ -498,7 +507,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, Path):
-        return _toml_value(str(value))
+        home = str(Path.home())
+        text = str(value)
+        return _toml_value("~" + text[len(home):] if text.startswith(home + "/") else text)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, Sequence):

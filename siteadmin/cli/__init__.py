@@ -67,7 +67,12 @@ class _Parser(argparse.ArgumentParser):
 def common_options() -> argparse.ArgumentParser:
     """Options every command accepts, before or after its name."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--site", metavar="FILE", default=argparse.SUPPRESS, help="site.toml to use (default: $SITEADMIN_SITE, ./site.toml, ~/.config/siteadmin/, /etc/siteadmin/)")
+    parent.add_argument(
+        "--site",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="site.toml to use (default: $SITEADMIN_SITE, ./site.toml, ~/.config/siteadmin/, /etc/siteadmin/)",
+    )
     parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print results as JSON")
     parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of unexpected errors")
     return parent
@@ -79,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="siteadmin",
         description="The VoBox administrator's tool for ALICE torrent software installation.",
-        epilog="Exit codes: 0 ok; 1 some hosts or checks failed; 2 usage or config error; 3 a service unreachable; 130 interrupted. Run with no command to open the console.",
+        epilog=(
+            "Exit codes: 0 ok; 1 some hosts or checks failed; 2 usage or config error; 3 a service unreachable; 130 interrupted. "
+            "Run with no command to open the console."
+        ),
         parents=[parent],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -120,6 +128,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except SiteadminError as exc:
         err.write(f"siteadmin: {exc.category}: {exc.one_line()}\n")
         return exit_code_for(exc)
+    except BrokenPipeError:
+        # stdout closed early (`siteadmin ... | head`): not an error of ours
+        return ExitCode.OK
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0) if isinstance(exc.code, int) else ExitCode.USAGE
     except Exception as exc:

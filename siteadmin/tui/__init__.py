@@ -1,0 +1,1 @@
+"""The interactive console: Textual views over the core services, nothing else."""

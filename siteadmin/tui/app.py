@@ -1,0 +1,49 @@
+"""The siteadmin console: one tab per concern, each a view over a core service."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+
+from siteadmin.site import Site
+from siteadmin.tui.views.base import View
+from siteadmin.tui.views.overview import OverviewView
+from siteadmin.tui.views.wns import WnsView
+
+
+class SiteadminApp(App[int]):
+    """The interactive console on one site."""
+
+    CSS_PATH = ["theme.tcss", "layout.tcss"]
+    TITLE = "siteadmin"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    def __init__(self, site: Site) -> None:
+        super().__init__()
+        self.site = site
+        self.sub_title = f"site {site.site.name or '(unnamed)'}"
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="tabs"):
+            with TabPane("Site", id="tab-site"):
+                yield OverviewView(self.site, id="overview")
+            with TabPane("WNs", id="tab-wns"):
+                yield WnsView(self.site, id="wns")
+        yield Footer()
+
+    def action_reload(self) -> None:
+        pane = self.query_one(TabbedContent).active_pane
+        if pane is not None:
+            for view in pane.query(View):
+                view.reload()
+
+
+def run_console(site: Site) -> int:
+    """Open the console on a site; returns the exit status."""
+    SiteadminApp(site).run()
+    return 0

@@ -1,0 +1,44 @@
+"""The site at a glance: where its config comes from, central services, LDAP, WNs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.widgets import DataTable
+
+from siteadmin.inventory import Inventory, fold
+from siteadmin.tui.views.base import View
+
+
+class OverviewView(View):
+    title = "Site"
+    hint = "The effective site config. r reloads."
+
+    def compose_body(self) -> ComposeResult:
+        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
+        table.add_columns("what", "value")
+        yield table
+
+    def fetch(self) -> list[tuple[str, str]]:
+        site = self.site
+        hosts = Inventory(site).select()
+        return [
+            ("site", site.site.name or "(not set)"),
+            ("config", str(site.source or "built-in defaults")),
+            ("LDAP", f"{site.ldap.url}  base {site.ldap.base}"),
+            ("bind DN", site.ldap.bind_dn or "(anonymous, read only)"),
+            ("tracker", f"{site.central.tracker_host}:{site.central.tracker_port}"),
+            ("seeder", f"{site.central.seeder_host}:{site.central.seeder_port}"),
+            ("HTTP fallback", site.central.http_fallback),
+            ("WNs", f"{fold(hosts) or '(none)'}  ({len(hosts)})"),
+            ("WN ports", site.wns.ports),
+            ("audit log", str(site.audit.path)),
+        ]
+
+    def show(self, data: Any) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for row in data:
+            table.add_row(*row)
+        self.set_status("config loaded", "ok")

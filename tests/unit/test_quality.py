@@ -1,0 +1,57 @@
+"""Quality gates run with the tests: ruff, mypy strict, and the import contract of the layers."""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import siteadmin
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+CORE_PACKAGES = {"errors", "site", "inventory", "secrets", "audit", "directory", "aria2conf", "remote", "rollout", "preflight", "swarm", "lab"}
+
+
+def core_modules() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages(siteadmin.__path__, "siteadmin."):
+        top = info.name.split(".")[1]
+        if top in CORE_PACKAGES:
+            names.append(info.name)
+    return sorted(names)
+
+
+def test_ruff() -> None:
+    result = subprocess.run([str(BIN / "ruff"), "check", "siteadmin", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict() -> None:
+    env = dict(os.environ, MYPY_CACHE_DIR=str(ROOT / ".mypy_cache"))
+    result = subprocess.run([str(BIN / "mypy"), "siteadmin"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("module", core_modules())
+def test_core_imports_without_console_or_cli(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'siteadmin.cli', 'siteadmin.tui')))\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"{module} pulls in {result.stdout.strip()}"
+
+
+def test_the_contract_test_can_fail() -> None:
+    # the check above must see an offending import when there is one
+    code = "import sys, textual\nprint([m for m in sys.modules if m == 'textual'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "textual" in result.stdout
