@@ -55,3 +55,8 @@ def test_the_contract_test_can_fail() -> None:
     code = "import sys, textual\nprint([m for m in sys.modules if m == 'textual'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "textual" in result.stdout
+
+
+def test_import_linter_contracts() -> None:
+    result = subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
