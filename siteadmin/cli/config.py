@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from siteadmin.errors import ConfigError, ExitCode
-from siteadmin.site import example_site_toml, site_as_dict
+from siteadmin.site import example_site_toml, reference_markdown, site_as_dict
 
 if False:  # typing only, avoids a cycle at import time
     from siteadmin.cli import Context
@@ -23,6 +23,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     init.add_argument("path", nargs="?", default="site.toml", help="where to write it (default ./site.toml; - for stdout)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(handler=init_config)
+    reference = actions.add_parser("reference", help="print the site.toml reference (Markdown)", parents=[parent])
+    reference.set_defaults(handler=config_reference)
 
 
 def _as_text(data: dict[str, Any], prefix: str = "") -> str:
@@ -58,4 +60,9 @@ def init_config(ctx: Context, args: argparse.Namespace) -> int:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     ctx.note(f"wrote {path}; set [site] name and [wns] hosts, then run `siteadmin config show`")
+    return ExitCode.OK
+
+
+def config_reference(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.out.write(reference_markdown())
     return ExitCode.OK

@@ -229,3 +229,10 @@ def test_parse_port_ranges(text: str, expected: list[tuple[int, int]]) -> None:
 def test_parse_port_ranges_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="1024-65535"):
         parse_port_ranges(text)
+
+
+def test_config_reference_in_docs_is_current() -> None:
+    from siteadmin.site import reference_markdown
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    assert committed == reference_markdown(), "regenerate: siteadmin config reference > docs/config.md"
