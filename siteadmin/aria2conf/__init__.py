@@ -1,0 +1,48 @@
+"""The aria2c profile every WN runs: option catalogue, rendering, validation and security lint.
+
+The rollout and the console use this package through the names below; it imports nothing
+from the CLI or the console.
+"""
+
+from __future__ import annotations
+
+from siteadmin.aria2conf.catalogue import CATALOGUE, Change, Kind, OptionSpec, aria2_form
+from siteadmin.aria2conf.conffile import parse_conf
+from siteadmin.aria2conf.lint import RULES, Finding, allowed_rules, lint
+from siteadmin.aria2conf.render import (
+    PLACEHOLDER_HOST,
+    Rendered,
+    build_profile,
+    masked,
+    options_hash,
+    profile_for,
+    render,
+    rpc_secret_path,
+    site_rpc_secret,
+)
+from siteadmin.aria2conf.validate import aria2c_path, check_option, check_with_aria2c
+
+__all__ = [
+    "CATALOGUE",
+    "PLACEHOLDER_HOST",
+    "RULES",
+    "Change",
+    "Finding",
+    "Kind",
+    "OptionSpec",
+    "Rendered",
+    "allowed_rules",
+    "aria2_form",
+    "aria2c_path",
+    "build_profile",
+    "check_option",
+    "check_with_aria2c",
+    "lint",
+    "masked",
+    "options_hash",
+    "parse_conf",
+    "profile_for",
+    "render",
+    "rpc_secret_path",
+    "site_rpc_secret",
+]
