@@ -1,0 +1,246 @@
+"""Sessions against real sshd: commands, host keys, auth, timeouts, jump hosts, files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siteadmin.errors import ConfigError
+from siteadmin.lab.sshd import known_hosts_line, make_admin_keypair
+from siteadmin.remote import (
+    AuthFailed,
+    CommandFailed,
+    CommandTimeout,
+    ConnectFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    SessionPool,
+)
+
+HOSTS = ["wn001.lab", "wn002.lab", "wn003.lab"]
+
+
+def test_run_on_every_host(ssh_lab: Any) -> None:
+    with SessionPool(ssh_lab.site()) as pool:
+        for host in HOSTS:
+            session = pool.session(host)
+            result = session.run("echo $SSH_CONNECTION; id -un; echo oops >&2; exit 3")
+            assert result.exit_status == 3
+            client, server = result.stdout.split("\n")[0].split()[:3], result.stdout.split("\n")[0].split()[2:]
+            assert client[0] == "127.0.0.1"
+            assert server == ["127.0.0.1", str(ssh_lab.spec(host).port)]
+            assert result.stdout.split("\n")[1] == ssh_lab.user
+            assert result.stderr == "oops\n"
+            assert not result.ok
+            # the pool hands back the same live session for repeated commands
+            assert pool.session(host) is session
+
+
+def test_stdin_is_fed_and_closed(ssh_lab: Any) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB, larger than one channel window chunk
+    with SessionPool(ssh_lab.site()) as pool:
+        result = pool.session("wn001.lab").run("sha256sum | cut -d' ' -f1; wc -c < /dev/null", stdin=data)
+    import hashlib
+
+    assert result.stdout.split() == [hashlib.sha256(data).hexdigest(), "0"]
+
+
+def test_check_raises_with_status_and_stderr(ssh_lab: Any) -> None:
+    with SessionPool(ssh_lab.site()) as pool, pytest.raises(CommandFailed) as info:
+        pool.session("wn002.lab").run("echo first >&2; echo 'no such thing' >&2; exit 7", check=True)
+    assert info.value.one_line() == "wn002.lab: `echo first >&2; echo 'no such thing' >&2; exit 7` exited with status 7: no such thing"
+    assert info.value.outcome == "command failed (status 7)"
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if marker.encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_command_timeout_is_enforced_and_the_command_killed(ssh_lab: Any) -> None:
+    marker = f"{time.time_ns() % 1000}.{os.getpid()}"
+    with SessionPool(ssh_lab.site()) as pool:
+        session = pool.session("wn003.lab")
+        start = time.monotonic()
+        with pytest.raises(CommandTimeout) as info:
+            session.run(f"sleep {marker}; echo never", timeout=0.5)
+        took = time.monotonic() - start
+        assert 0.5 <= took < 1.5
+        assert info.value.message == f"wn003.lab: `sleep {marker}; echo never` still running after 0.5 s; stopped"
+        # the WN (here: this machine) kills it shortly after we gave up
+        deadline = time.monotonic() + 5
+        while _processes_with(f"sleep {marker}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_with(f"sleep {marker}") == []
+        # the session survives a timed-out command
+        assert session.run("echo still here").stdout == "still here\n"
+
+
+def test_unknown_host_key_is_refused(ssh_lab: Any, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    spec = ssh_lab.spec("wn001.lab")
+    known.write_text(known_hosts_line(["127.0.0.1"], ssh_lab.spec("wn002.lab").port, ssh_lab.spec("wn002.lab").host_key_pub_line) + "\n")
+    site = ssh_lab.site(ssh_lab.write_site("unknown", {"wn001.lab": spec.port}, known_hosts=known))
+    with SessionPool(site, global_known_hosts=()) as pool, pytest.raises(HostKeyUnknown) as info:
+        pool.session("wn001.lab")
+    text = info.value.one_line()
+    assert text.startswith(f"wn001.lab: host key not in known_hosts {known} (looked up [wn001.lab]:{spec.port}, [127.0.0.1]:{spec.port};")
+    assert f"ssh-keyscan -p {spec.port} -t ssh-ed25519 127.0.0.1 >> {known}" in text
+    assert info.value.category == "hostkey"
+    assert known.read_text().count("\n") == 1  # nothing was added
+
+
+def test_changed_host_key_is_refused_loudly(ssh_lab: Any, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    spec = ssh_lab.spec("wn001.lab")
+    impostor = ssh_lab.spec("wn002.lab").host_key_pub_line  # a real ed25519 key, just not wn001's
+    known.write_text(known_hosts_line(["wn001.lab"], spec.port, impostor) + "\n")
+    site = ssh_lab.site(ssh_lab.write_site("changed", {"wn001.lab": spec.port}, known_hosts=known))
+    with SessionPool(site, global_known_hosts=()) as pool, pytest.raises(HostKeyChanged) as info:
+        pool.session("wn001.lab")
+    text = info.value.one_line()
+    assert text.startswith(f"wn001.lab: HOST KEY CHANGED for [wn001.lab]:{spec.port}: it offers ssh-ed25519 SHA256:")
+    assert f"{known} holds ssh-ed25519" in text
+    assert f"ssh-keygen -R '[wn001.lab]:{spec.port}' -f {known}" in text
+    assert info.value.outcome == "HOST KEY CHANGED"
+
+
+def test_hashed_known_hosts_entry_is_accepted(ssh_lab: Any, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    spec = ssh_lab.spec("wn002.lab")
+    known.write_text(known_hosts_line(["wn002.lab"], spec.port, spec.host_key_pub_line, hashed=True) + "\n")
+    assert "wn002" not in known.read_text()
+    site = ssh_lab.site(ssh_lab.write_site("hashed", {"wn002.lab": spec.port}, known_hosts=known))
+    with SessionPool(site, global_known_hosts=()) as pool:
+        assert pool.session("wn002.lab").run("true").ok
+
+
+def test_wrong_key_is_auth_failed(ssh_lab: Any, tmp_path: Path) -> None:
+    other, _ = make_admin_keypair(tmp_path / "other")
+    site = ssh_lab.site(ssh_lab.write_site("auth", {"wn001.lab": ssh_lab.spec("wn001.lab").port}, key_file=other))
+    with SessionPool(site, global_known_hosts=()) as pool, pytest.raises(AuthFailed) as info:
+        pool.session("wn001.lab")
+    assert info.value.message.startswith(f"wn001.lab: authentication failed as {ssh_lab.user}@127.0.0.1:{ssh_lab.spec('wn001.lab').port} (key {other})")
+    assert info.value.outcome == "auth failed"
+
+
+def test_key_file_readable_by_others_is_refused(ssh_lab: Any, tmp_path: Path) -> None:
+    loose = tmp_path / "loose_key"
+    loose.write_bytes(ssh_lab.key.read_bytes())
+    loose.chmod(0o644)
+    site = ssh_lab.site(ssh_lab.write_site("loose", {"wn001.lab": ssh_lab.spec("wn001.lab").port}, key_file=loose))
+    with pytest.raises(ConfigError, match=r"readable by others \(mode 0644\)"):
+        SessionPool(site)
+
+
+def test_connection_refused(ssh_lab: Any) -> None:
+    port = ssh_lab.free_port()
+    site = ssh_lab.site(ssh_lab.write_site("refused", {"wn001.lab": port}))
+    with SessionPool(site) as pool, pytest.raises(ConnectFailed) as info:
+        pool.session("wn001.lab")
+    assert info.value.message == f"wn001.lab: connection refused by 127.0.0.1:{port}"
+    assert info.value.outcome == "connection refused"
+
+
+def test_silent_server_times_out(ssh_lab: Any) -> None:
+    # the kernel completes the TCP handshake, but nobody ever sends an SSH banner
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        site = ssh_lab.site(ssh_lab.write_site("silent", {"wn001.lab": port}, ssh={"connect_timeout": 0.4}))
+        start = time.monotonic()
+        with SessionPool(site) as pool, pytest.raises(ConnectFailed) as info:
+            pool.session("wn001.lab")
+        assert time.monotonic() - start < 2.5
+    assert info.value.message.startswith(f"wn001.lab: SSH handshake with {ssh_lab.user}@127.0.0.1:{port} failed")
+    assert info.value.outcome == "ssh handshake failed"
+
+
+def test_dns_failure_names_the_host(ssh_lab: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # no DNS traffic leaves the machine: the resolver itself is replaced by one that fails
+    def no_such_name(*args: object, **kwargs: object) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    site = ssh_lab.site(ssh_lab.write_site("dns", {"wn001.lab": 22}, addresses={"wn001.lab": "wn001.nowhere.invalid"}))
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    with SessionPool(site) as pool, pytest.raises(ConnectFailed) as info:
+        pool.session("wn001.lab")
+    assert info.value.message == "wn001.lab: cannot resolve wn001.nowhere.invalid: Name or service not known"
+    assert info.value.outcome == "name not resolved"
+
+
+def test_jump_host(ssh_lab: Any) -> None:
+    jump = ssh_lab.spec("wn001.lab")
+    target = ssh_lab.spec("wn002.lab")
+    nodes = {"wn002.lab": target.port, "wn003.lab": ssh_lab.spec("wn003.lab").port}
+    site = ssh_lab.site(ssh_lab.write_site("jump", nodes, ssh={"jump_host": f"{ssh_lab.user}@127.0.0.1:{jump.port}"}))
+    procs = {spec.name: proc for spec, proc in zip(ssh_lab.specs, ssh_lab.procs, strict=True)}
+    with SessionPool(site) as pool:
+        for host in ("wn002.lab", "wn003.lab"):
+            result = pool.session(host).run("echo $SSH_CONNECTION")
+            client_ip, client_port, server_ip, server_port = result.stdout.split()
+            assert (server_ip, int(server_port)) == ("127.0.0.1", ssh_lab.spec(host).port)
+            # the TCP connection into the WN's sshd was made by the jump host's sshd, not by us
+            chains = ssh_lab.socket_owner_chains(int(client_port))
+            assert chains, f"no process holds the client end 127.0.0.1:{client_port}"
+            for chain in chains:
+                assert chain[0] != os.getpid()
+                assert procs["wn001.lab"].pid in chain[1:]
+
+
+def test_jump_host_down_fails_every_host_with_its_own_line(ssh_lab: Any) -> None:
+    port = ssh_lab.free_port()
+    site = ssh_lab.site(ssh_lab.write_site("jumpdown", {"wn002.lab": ssh_lab.spec("wn002.lab").port}, ssh={"jump_host": f"127.0.0.1:{port}"}))
+    with SessionPool(site) as pool, pytest.raises(ConnectFailed) as info:
+        pool.session("wn002.lab")
+    assert info.value.message == f"wn002.lab: via jump host 127.0.0.1:{port}: connection refused by 127.0.0.1:{port}"
+    assert info.value.outcome == "jump host: connection refused"
+
+
+def test_ssh_config_alias(ssh_lab: Any, tmp_path: Path) -> None:
+    spec = ssh_lab.spec("wn003.lab")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host wn9*.lab\n    HostName 127.0.0.1\n    Port {spec.port}\n    User {ssh_lab.user}\n")
+    site_path = ssh_lab.dir / "alias.toml"
+    site_path.write_text(
+        '[wns]\nhosts = ["wn901.lab"]\n\n[ssh]\n'
+        f'user = "nobody-here"\nkey_file = "{ssh_lab.key}"\nknown_hosts = "{ssh_lab.known_hosts}"\nconfig_file = "{config}"\n'
+    )
+    with SessionPool(ssh_lab.site(site_path)) as pool:
+        target = pool.target("wn901.lab")
+        assert (target.address, target.port, target.user) == ("127.0.0.1", spec.port, ssh_lab.user)
+        assert pool.session("wn901.lab").run("echo $SSH_CONNECTION").stdout.split()[3] == str(spec.port)
+
+
+def test_put_and_read_file(ssh_lab: Any, tmp_path: Path) -> None:
+    target = tmp_path / "aria2c.conf"
+    data = b"max-connection-per-server=4\n\x00binary\xff\n"
+    with SessionPool(ssh_lab.site()) as pool:
+        session = pool.session("wn001.lab")
+        session.put_file(str(target), data, mode=0o640)
+        assert session.read_file(str(target)) == data
+    assert target.read_bytes() == data
+    assert oct(target.stat().st_mode & 0o777) == oct(0o640)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aria2c.conf"]  # no temp file left
+
+
+def test_closed_pool_refuses(ssh_lab: Any) -> None:
+    pool = SessionPool(ssh_lab.site())
+    session = pool.session("wn001.lab")
+    pool.close()
+    assert not session.is_active()
+    with pytest.raises(Exception, match="session pool is closed"):
+        pool.session("wn001.lab")
