@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from siteadmin.errors import LabError
+from siteadmin.errors import LabError, SiteadminError
 from siteadmin.inventory import fold
 from siteadmin.lab import bencode, central, health, netns, proc, sitefile, wns
 from siteadmin.lab.central import CentralLayout
@@ -412,19 +412,18 @@ class Lab:
         except LabError as exc:
             secret = ""
             checks.append(Check("rpc", "secret", False, exc.message))
-        ssh = s["ssh"]
         wn_list = self.wn_layouts
-        with ThreadPoolExecutor(max_workers=min(32, 4 + 3 * len(wn_list))) as pool:
+        with ThreadPoolExecutor(max_workers=min(32, 4 + 2 * len(wn_list))) as pool:
             futures: list[Future[Check]] = []
-            futures += [pool.submit(health.check_ssh, wn.name, wn.address, wn.ssh_port, ssh["user"], Path(ssh["key_file"]), Path(ssh["known_hosts"]))
-                        for wn in wn_list]
-            if secret:
-                futures += [pool.submit(health.check_rpc, wn.name, wn.ns, wn.rpc_port, secret) for wn in wn_list]
             futures += [pool.submit(health.check_announce, wn.name, wn.ns, c["host"], c["tracker_port"], pkg["infohash"], wn.bt_port, pkg["size"])
                         for wn in wn_list]
             futures.append(pool.submit(health.check_seeder, None, c["host"], c["tracker_port"], pkg["infohash"]))
             first = wn_list[0]
             futures.append(pool.submit(health.check_http, first.ns, c["host"], c["http_port"], pkg["name"], pkg["size"], pkg["sha1"], first.name))
+            try:
+                checks += health.check_wns_over_ssh(self.site, wn_list, secret)
+            except SiteadminError as exc:
+                checks.append(Check("ssh", "site", False, exc.one_line()))
             checks += [f.result() for f in futures]
         return LabStatus(checks)
 

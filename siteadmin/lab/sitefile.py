@@ -82,7 +82,7 @@ def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
     for wn in facts.wns:
         lines += [f"[wns.nodes.{_q(wn.name)}]", f"address = {_q(wn.address)}", f"port = {wn.ssh_port}"]
         if facts.per_node_rpc:
-            lines.append(f"aria2c = {{ \"rpc-listen-port\" = {_q(wn.rpc_port)}, \"listen-port\" = {_q(wn.bt_port)} }}")
+            lines.append(f"aria2c = {{ \"rpc-listen-port\" = {_q(wn.rpc_port)}, \"listen-port\" = {_q(wn.bt_port)}, \"bt-enable-lpd\" = \"false\" }}")
         lines.append("")
     lines += [
         "[ssh]",

@@ -42,9 +42,9 @@ SITE_OPTIONS: dict[str, str] = {
     "enable-dht": "true",
     "enable-peer-exchange": "true",
     "bt-enable-lpd": "true",
+    "bt-lpd-interface": "eth0",
     "seed-ratio": "0.0",
     "file-allocation": "none",
-    "disable-ipv6": "true",
 }
 """aria2c options every lab WN shares (also written to site.toml's [aria2c] options)."""
 
@@ -53,6 +53,7 @@ def wn_conf_text(wn: WNLayout, rpc_secret: str, *, loopback: bool) -> str:
     """The aria2c.conf of one lab WN (the one place the lab renders WN configs)."""
     options = dict(SITE_OPTIONS)
     options.update({
+        "disable-ipv6": "true",
         "dir": str(wn.path / "data"),
         "enable-rpc": "true",
         "rpc-listen-all": "false",
@@ -69,6 +70,7 @@ def wn_conf_text(wn: WNLayout, rpc_secret: str, *, loopback: bool) -> str:
     if loopback:
         # no multicast on the host's real network; bind sockets to the WN's own 127.x address
         options["bt-enable-lpd"] = "false"
+        del options["bt-lpd-interface"]
         options["interface"] = wn.address
     return "".join(f"{key}={value}\n" for key, value in options.items())
 
