@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import os
+import re
 import ssl
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -308,24 +310,19 @@ def _one_line(text: object, limit: int = 200) -> str:
 
 
 def _tls_reason(exc: BaseException) -> str | None:
-    """The certificate problem inside an ldap3 socket/StartTLS error, if that is what it is."""
-    seen: list[BaseException] = [exc]
-    text = str(exc)
-    for item in getattr(exc, "args", ()):
-        if isinstance(item, list):  # ldap3 keeps (exception, type) pairs of each attempt
-            for attempt in item:
-                if isinstance(attempt, tuple) and attempt and isinstance(attempt[0], BaseException):
-                    seen.append(attempt[0])
-                    text += " " + str(attempt[0])
-    for error in seen:
-        if isinstance(error, ssl.SSLCertVerificationError):
-            return error.verify_message or "certificate verify failed"
+    """The certificate problem inside an ldap3 socket/StartTLS error, if that is what it is.
+
+    ldap3 re-raises ssl errors as classes derived from both its own and the ssl type, with
+    only the text kept, so the text is what is read here.
+    """
+    text = " ".join(str(exc).split())
+    match = re.search(r"certificate verify failed: (.+?)(?: \(_ssl\.c:\d+\))?['\")]*$", text)
+    if match:
+        return "certificate verify failed: " + match.group(1).rstrip(" .,'\"")
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        if "Hostname mismatch" in text or "IP address mismatch" in text:
-            return "host name does not match the certificate"
         return "certificate verify failed"
-    if "SSL" in text or "TLS" in text or "wrap" in text:
-        return "TLS handshake failed"
+    if isinstance(exc, ssl.SSLError | ldap_exc.LDAPStartTLSError) or "ssl" in text.lower() or "tls" in text.lower():
+        return f"TLS handshake failed ({_one_line(text, 100)})"
     return None
 
 
@@ -444,7 +441,7 @@ class Directory:
             authentication=ldap3.SIMPLE if self.cfg.bind_dn else ldap3.ANONYMOUS,
             auto_bind=ldap3.AUTO_BIND_NONE,
             raise_exceptions=False,
-            receive_timeout=self.cfg.timeout,
+            receive_timeout=max(1, math.ceil(self.cfg.timeout)),  # ldap3 packs it as a C long
             read_only=False,
         )
         try:
@@ -541,8 +538,10 @@ class Directory:
             return self._read(name, full=True)
 
     def _read(self, name: str, full: bool) -> CE:
+        # Both escapings on purpose: the DN names exactly one entry, the filter makes sure its
+        # name attribute is the CE asked for (no wildcard, no other entry).
         dn = ce_dn(name, self.site_name, self.cfg.base)
-        code, entries, result = self._search(dn, ldap3.BASE, "(objectClass=*)", ldap3.ALL_ATTRIBUTES if full else ["name", ATTR, "host"])
+        code, entries, result = self._search(dn, ldap3.BASE, ce_filter(name), ldap3.ALL_ATTRIBUTES if full else ["name", ATTR, "host"])
         if code == NO_SUCH_OBJECT or (code == SUCCESS and not entries):
             known = [c.name for c in self.list_ces()]
             listing = ", ".join(known) if known else "none"

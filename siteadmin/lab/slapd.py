@@ -146,6 +146,8 @@ class SlapdSpec:
                 pass
             finally:
                 conn.unbind()
+                if conn.socket is not None:  # ldap3 leaves the socket of a refused connect open
+                    conn.socket.close()
             if time.monotonic() - start > timeout:
                 raise LabError(f"slapd on {self.listen_host}:{self.ldap_port} did not answer within {timeout:.1f} s")
             time.sleep(0.015)
