@@ -1,0 +1,141 @@
+"""Every lint rule triggered, passing, and allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from siteadmin.aria2conf import RULES, Finding, allowed_rules, lint, profile_for
+from siteadmin.aria2conf.lint import ALLOWED, ERROR, WARNING, local_interfaces, secret_bits
+from siteadmin.secrets import generate_secret
+from siteadmin.site import Site
+
+SiteFactory = Callable[[str], Site]
+
+STRONG = generate_secret(256)
+CLEAN = {
+    "enable-rpc": "true",
+    "rpc-secret": STRONG,
+    "rpc-listen-all": "false",
+    "rpc-allow-origin-all": "false",
+    "listen-port": "6881-6999",
+    "dht-listen-port": "6890",
+    "bt-enable-lpd": "true",
+    "log": "/var/log/aria2c.log",
+    "log-level": "notice",
+    "all-proxy": "http://proxy.example.org:3128",
+    "all-proxy-user": "alice",
+    "all-proxy-passwd": "pw",
+}
+
+# rule -> (options changed from CLEAN (None deletes), the option the finding names)
+TRIGGERS: dict[str, tuple[dict[str, str | None], str]] = {
+    "rpc-no-secret": ({"rpc-secret": None}, "rpc-secret"),
+    "rpc-weak-secret": ({"rpc-secret": "password1234"}, "rpc-secret"),
+    "rpc-listen-all": ({"rpc-listen-all": "true"}, "rpc-listen-all"),
+    "rpc-allow-origin-all": ({"rpc-allow-origin-all": "true"}, "rpc-allow-origin-all"),
+    "proxy-credentials-in-url": ({"all-proxy": "http://alice:pw@proxy.example.org:3128"}, "all-proxy"),
+    "log-level-debug": ({"log-level": "debug"}, "log-level"),
+    "rpc-disabled": ({"enable-rpc": "false", "rpc-secret": None}, "enable-rpc"),
+    "ports-outside-firewall": ({"dht-listen-port": "6881-7005"}, "dht-listen-port"),
+    "lpd-no-interface": ({}, "bt-lpd-interface"),  # triggered by passing two interfaces
+}
+
+
+def _ifaces(rule: str) -> list[str]:
+    return ["eth0", "ib0"] if rule == "lpd-no-interface" else ["eth0"]
+
+
+def _with(changes: dict[str, str | None]) -> dict[str, str]:
+    options = dict(CLEAN)
+    for name, value in changes.items():
+        if value is None:
+            options.pop(name, None)
+        else:
+            options[name] = value
+    return options
+
+
+def test_every_rule_has_a_trigger() -> None:
+    assert set(TRIGGERS) == set(RULES)
+
+
+def test_clean_profile_has_no_findings() -> None:
+    assert lint(Site(), CLEAN, interfaces=["eth0"]) == []
+    assert lint(Site(), _with({"bt-enable-lpd": "false"}), interfaces=["eth0", "eth1"]) == []
+    assert lint(Site(), _with({"bt-lpd-interface": "eth1"}), interfaces=["eth0", "eth1"]) == []
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_rule_is_triggered(rule: str) -> None:
+    changes, option = TRIGGERS[rule]
+    findings = lint(Site(), _with(changes), host="wn1", interfaces=_ifaces(rule))
+    assert [f.rule for f in findings] == [rule]
+    (finding,) = findings
+    assert finding.level == RULES[rule][0]
+    assert finding.option == option
+    assert finding.message.startswith("wn1: ")
+    assert STRONG not in str(finding)
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_rule_can_be_allowed(rule: str) -> None:
+    changes, _ = TRIGGERS[rule]
+    (finding,) = lint(Site(), _with(changes), allow=[rule], interfaces=_ifaces(rule))
+    assert finding.level == ALLOWED and finding.rule == rule
+    others = [r for r in RULES if r != rule]
+    (still,) = lint(Site(), _with(changes), allow=others, interfaces=_ifaces(rule))
+    assert still.level == RULES[rule][0]
+
+
+def test_unset_log_level_with_a_log_file_is_debug() -> None:
+    findings = lint(Site(), _with({"log-level": None}), interfaces=["eth0"])
+    assert [(f.rule, f.level) for f in findings] == [("log-level-debug", ERROR)]
+    assert "unset means debug" in findings[0].message
+    assert lint(Site(), _with({"log-level": None, "log": None}), interfaces=["eth0"]) == []
+
+
+def test_ports_are_checked_against_the_sites_firewall(make_site: SiteFactory) -> None:
+    site = make_site('[wns]\nports = "6881-6999,7100-7199"\n')
+    assert lint(site, _with({"listen-port": "7100-7110,6881"}), interfaces=["eth0"]) == []
+    (finding,) = lint(site, _with({"listen-port": "6990-7010"}), interfaces=["eth0"])
+    assert finding.level == WARNING and "6990-7010 not within wns.ports = 6881-6999,7100-7199" in finding.message
+
+
+def test_secret_strength_estimate() -> None:
+    assert secret_bits(generate_secret(256)) >= 250
+    assert secret_bits(generate_secret(128)) >= 128
+    assert secret_bits("a" * 100) < 128
+    assert secret_bits("abababababababababababababababababababab") < 128
+    assert secret_bits("") == 0
+    assert secret_bits("Tr0ub4dor&3") < 128
+
+
+def test_lint_of_a_rendered_default_profile_is_clean(make_site: SiteFactory) -> None:
+    site = make_site('[site]\nname = "OK"\n')
+    assert lint(site, profile_for(site, "wn1"), interfaces=["eth0"]) == []
+
+
+def test_local_interfaces_come_from_netifaces() -> None:
+    import netifaces
+
+    names = local_interfaces()
+    assert "lo" not in names
+    assert set(names) <= set(netifaces.interfaces())
+
+
+def test_allowed_rules_reads_a_future_site_field() -> None:
+    assert allowed_rules(Site()) == ()
+
+    class WithAllow:
+        allow = ["rpc-listen-all"]
+
+    class FakeSite:
+        aria2c = WithAllow()
+
+    assert allowed_rules(FakeSite()) == ("rpc-listen-all",)  # type: ignore[arg-type]
+
+
+def test_finding_text() -> None:
+    assert str(Finding(ERROR, "rpc-secret", "m", "rpc-no-secret")) == "error: rpc-secret: m [rpc-no-secret]"
