@@ -769,9 +769,8 @@ class Directory:
             "outcome": outcome,
             **extra,
         }
-        event.setdefault("before", None)
         if error is not None:
-            event["error"] = f"{error.category}: {error.one_line()}"
+            event["error"] = error.one_line()
         audit.record(self.audit_path, event)
 
 

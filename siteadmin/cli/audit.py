@@ -39,7 +39,9 @@ def format_event(rec: audit.AuditRecord) -> str:
         who += f" as {e['bind_dn']}"
     target = e.get("ce") or e.get("host") or e.get("target") or ""
     what = f"{e.get('action', '?')} {target}".strip()
-    change = f"{_value(e.get('before'))} -> {_value(e.get('after'))}" if "before" in e or "after" in e else ""
+    change = ""
+    if "before" in e or "after" in e:  # a refused attempt never read the entry: its before is unknown
+        change = f"{_value(e['before']) if 'before' in e else '?'} -> {_value(e.get('after'))}"
     outcome = str(e.get("outcome", "?"))
     line = f"{e.get('when', '?')}  {who}  {what}  {change}  {outcome}"
     if e.get("error"):
