@@ -1,0 +1,212 @@
+"""Pure parts of siteadmin.remote: jump host parsing, targets, outcomes, fan-out and folding."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from siteadmin.errors import ConfigError, SiteadminError
+from siteadmin.inventory import Inventory
+from siteadmin.lab.sshd import known_hosts_line, known_hosts_pattern
+from siteadmin.remote import HostResult, JumpHost, parse_jump_host, run_on_hosts, summarise
+from siteadmin.remote.errors import AuthFailed, ConnectFailed
+from siteadmin.remote.fanout import describe_error
+from siteadmin.remote.session import known_hosts_name, resolve_jump, resolve_target
+from siteadmin.site import site_from_mapping
+
+# ---------------------------------------------------------------- jump host strings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bastion.example.org", JumpHost("bastion.example.org")),
+        ("admin@bastion.example.org", JumpHost("bastion.example.org", None, "admin")),
+        ("admin@bastion.example.org:2222", JumpHost("bastion.example.org", 2222, "admin")),
+        ("bastion:22", JumpHost("bastion", 22)),
+        ("10.0.0.1:2200", JumpHost("10.0.0.1", 2200)),
+        ("[2001:db8::1]:2222", JumpHost("2001:db8::1", 2222)),
+        ("root@[2001:db8::1]", JumpHost("2001:db8::1", None, "root")),
+        ("2001:db8::1", JumpHost("2001:db8::1")),
+        ("ssh://ops@gw.example.org:22", JumpHost("gw.example.org", 22, "ops")),
+        ("  gw  ", JumpHost("gw")),
+    ],
+)
+def test_parse_jump_host(text: str, expected: JumpHost) -> None:
+    assert parse_jump_host(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "   ", "none", "NONE"])
+def test_parse_jump_host_empty_means_direct(text: str) -> None:
+    assert parse_jump_host(text) is None
+
+
+@pytest.mark.parametrize("text", ["gw:0", "gw:65536", "gw:ssh", "@gw", "bad user@gw", "[::1", "[::1]x", "gw_underscore!", "gw:22:33x"])
+def test_parse_jump_host_rejects(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"must be \[user@\]host\[:port\]"):
+        parse_jump_host(text)
+
+
+def test_parse_jump_host_refuses_chains() -> None:
+    with pytest.raises(ConfigError, match="only one jump host"):
+        parse_jump_host("a,b")
+
+
+def test_jump_host_str_round_trips() -> None:
+    for text in ["gw", "ops@gw:2222", "[2001:db8::1]:22", "root@10.0.0.1"]:
+        parsed = parse_jump_host(text)
+        assert parsed is not None
+        assert str(parsed) == text
+        assert parse_jump_host(str(parsed)) == parsed
+
+
+def test_known_hosts_names() -> None:
+    assert known_hosts_name("wn001.lab", 22) == "wn001.lab"
+    assert known_hosts_name("wn001.lab", 2201) == "[wn001.lab]:2201"
+    assert known_hosts_pattern("10.0.0.1", 2222) == "[10.0.0.1]:2222"
+    line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    assert known_hosts_line(["127.0.0.1", "wn001.lab"], 2201, line) == f"[127.0.0.1]:2201,[wn001.lab]:2201 {line}"
+    hashed = known_hosts_line(["wn001.lab", "10.0.0.1"], 22, line, hashed=True).splitlines()
+    assert len(hashed) == 2 and all(h.startswith("|1|") for h in hashed)
+
+
+# ---------------------------------------------------------------- targets
+
+
+def test_resolve_target_precedence(tmp_path: Path) -> None:
+    config = paramiko.SSHConfig.from_text(
+        "Host wn00*.lab\n  HostName %h.internal\n  Port 2200\n  User ops\n  HostKeyAlias wnalias\n  IdentityFile ~/.ssh/wn_key\n"
+    )
+    site = site_from_mapping(
+        {
+            "wns": {"hosts": ["wn[001-003].lab"], "nodes": {"wn002.lab": {"address": "10.0.0.2"}, "wn003.lab": {"port": 2203}}},
+            "ssh": {"user": "root", "port": 22},
+        }
+    )
+    inventory = Inventory(site)
+    plain = resolve_target(site, inventory.wn("wn001.lab"), config)
+    assert (plain.address, plain.port, plain.user) == ("wn001.lab.internal", 2200, "ops")
+    assert plain.key_names == ("wnalias", "wn001.lab", "wn001.lab.internal")
+    assert plain.identity_files == (Path("~/.ssh/wn_key").expanduser(),)
+    assert plain.jump is None
+    # a node address or port in site.toml wins over the ssh config
+    assert resolve_target(site, inventory.wn("wn002.lab"), config).address == "10.0.0.2"
+    assert resolve_target(site, inventory.wn("wn003.lab"), config).port == 2203
+    # without an ssh config: name, ssh.port, ssh.user
+    bare = resolve_target(site, inventory.wn("wn001.lab"))
+    assert (bare.address, bare.port, bare.user, bare.key_names) == ("wn001.lab", 22, "root", ("wn001.lab",))
+
+
+def test_resolve_target_jump_from_site_then_ssh_config() -> None:
+    config = paramiko.SSHConfig.from_text("Host wn001.lab\n  ProxyJump gw.example.org:2022\nHost gw.example.org\n  User jumper\n  HostName 192.0.2.1\n")
+    direct = site_from_mapping({"wns": {"hosts": ["wn[001-002].lab"]}})
+    inventory = Inventory(direct)
+    assert resolve_target(direct, inventory.wn("wn001.lab"), config).jump == JumpHost("gw.example.org", 2022)
+    assert resolve_target(direct, inventory.wn("wn002.lab"), config).jump is None
+    jump = resolve_jump(direct, JumpHost("gw.example.org", 2022), config)
+    assert (jump.label, jump.address, jump.port, jump.user) == ("jump host gw.example.org:2022", "192.0.2.1", 2022, "jumper")
+    assert jump.key_names == ("gw.example.org", "192.0.2.1")
+    forced = site_from_mapping({"wns": {"hosts": ["wn[001-002].lab"]}, "ssh": {"jump_host": "admin@bastion:2222"}})
+    assert resolve_target(forced, Inventory(forced).wn("wn002.lab"), config).jump == JumpHost("bastion", 2222, "admin")
+
+
+# ---------------------------------------------------------------- outcomes and fan-out
+
+
+def test_describe_error() -> None:
+    assert describe_error(AuthFailed("wn001.lab", "authentication failed as root@x:22", "add the key"), "wn001.lab") == (
+        "wn001.lab: authentication failed as root@x:22 (add the key)",
+        "auth failed",
+        "denied",
+    )
+    assert describe_error(SiteadminError("wn002.lab: something odd\nsecond line"), "wn002.lab") == (
+        "wn002.lab: something odd second line",
+        "something odd second line",
+        "error",
+    )
+    assert describe_error(ValueError("bad value"), "wn003.lab") == ("ValueError: bad value", "ValueError: bad value", "error")
+    assert describe_error(KeyError(), "wn003.lab") == ("KeyError", "KeyError", "error")
+
+
+def _work(host: str) -> str:
+    number = int(host[2:5])
+    if number == 3:
+        raise ConnectFailed(host, "connection refused by 10.0.0.3:22", outcome="connection refused")
+    if number == 5:
+        raise RuntimeError("boom")
+    time.sleep(0.01 * (10 - number))  # later hosts finish first
+    return host.upper()
+
+
+def test_run_on_hosts_keeps_order_and_catches_everything() -> None:
+    hosts = [f"wn{i:03d}.lab" for i in range(1, 9)]
+    progress: list[tuple[str, str]] = []
+    results = run_on_hosts(hosts, _work, 4, progress=lambda r: progress.append((r.host, threading.current_thread().name)))
+    assert [r.host for r in results] == hosts
+    assert [r.ok for r in results] == [True, True, False, True, False, True, True, True]
+    assert results[0] == HostResult("wn001.lab", True, "WN001.LAB", None, results[0].elapsed)
+    assert results[2].error == "wn003.lab: connection refused by 10.0.0.3:22"
+    assert (results[2].outcome, results[2].category) == ("connection refused", "unreachable")
+    assert results[4].error == "RuntimeError: boom"
+    assert results[4].line() == "wn005.lab: RuntimeError: boom"
+    assert results[2].line() == "wn003.lab: connection refused by 10.0.0.3:22"
+    assert sorted(h for h, _ in progress) == hosts
+    assert {t for _, t in progress} == {threading.current_thread().name}  # progress runs in the caller's thread
+    assert summarise(results) == [
+        ("wn[001-002,004,006-008].lab", "ok"),
+        ("wn003.lab", "connection refused"),
+        ("wn005.lab", "RuntimeError: boom"),
+    ]
+
+
+def test_run_on_hosts_is_parallel() -> None:
+    hosts = [f"wn{i:03d}.lab" for i in range(1, 17)]
+    start = time.monotonic()
+    results = run_on_hosts(hosts, lambda h: time.sleep(0.2), 16)
+    assert all(r.ok for r in results)
+    assert time.monotonic() - start < 0.2 * 4  # 16 sequential sleeps would take 3.2 s
+
+
+def test_run_on_hosts_cancel_between_hosts() -> None:
+    cancel = threading.Event()
+    hosts = [f"wn{i:03d}.lab" for i in range(1, 11)]
+    done: list[str] = []
+
+    def work(host: str) -> str:
+        done.append(host)
+        if len(done) == 3:
+            cancel.set()
+        return host
+
+    results = run_on_hosts(hosts, work, 1, cancel=cancel)
+    assert [r.ok for r in results] == [True] * 3 + [False] * 7
+    assert done == hosts[:3]
+    assert {r.outcome for r in results[3:]} == {"cancelled"}
+    assert summarise(results) == [("wn[001-003].lab", "ok"), ("wn[004-010].lab", "cancelled")]
+
+
+def test_run_on_hosts_empty_and_interrupt() -> None:
+    assert run_on_hosts([], _work, 8) == []
+    cancel = threading.Event()
+
+    def interrupt(result: HostResult[None]) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_on_hosts(["wn001.lab", "wn002.lab", "wn003.lab"], lambda h: None, 1, cancel=cancel, progress=interrupt)
+    assert cancel.is_set()
+
+
+def test_summarise_by_value() -> None:
+    results = [HostResult(f"wn{i:03d}.lab", True, "changed" if i % 2 else "unchanged", None, 0.0) for i in range(1, 7)]
+    results.append(HostResult("wn007.lab", False, None, "wn007.lab: auth failed", 0.0, "auth failed"))
+    assert summarise(results, lambda r: str(r.value) if r.ok else r.outcome) == [
+        ("wn[001,003,005].lab", "changed"),
+        ("wn[002,004,006].lab", "unchanged"),
+        ("wn007.lab", "auth failed"),
+    ]
+    assert summarise([]) == []
