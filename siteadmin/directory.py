@@ -316,7 +316,7 @@ def _tls_reason(exc: BaseException) -> str | None:
     only the text kept, so the text is what is read here.
     """
     text = " ".join(str(exc).split())
-    match = re.search(r"certificate verify failed: (.+?)(?: \(_ssl\.c:\d+\))?['\")]*$", text)
+    match = re.search(r"certificate verify failed: (.+?)(?: \(_ssl\.c:\d+\))?['\",)]*$", text)
     if match:
         return "certificate verify failed: " + match.group(1).rstrip(" .,'\"")
     if "CERTIFICATE_VERIFY_FAILED" in text:
