@@ -105,7 +105,7 @@ class OptionSpec:
         elif k is Kind.INTERFACE:
             text = "a network interface name (like eth0) or an IP address"
         elif k is Kind.PROXY:
-            text = "[http://|https://]HOST[:PORT] (credentials belong in the -user and -passwd options)"
+            text = "[http://]HOST[:PORT] (aria2 speaks plain HTTP to every proxy, https:// only means port 443; credentials belong in -user/-passwd)"
         elif k is Kind.URIS:
             text = "comma-separated http://, https:// or udp:// announce URIs" + (" or *" if "*" in self.choices else "")
         elif k is Kind.HOSTS:
@@ -140,7 +140,7 @@ SIZE_RE = re.compile(r"^([0-9]{1,19})([KkMm]?)$")
 PORTS_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
 HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-PROXY_RE = re.compile(r"^(?:(https?)://)?(?:([^/@\s]+)@)?([^/@:\s]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/?$")
+PROXY_RE = re.compile(r"^(?:(http)://)?(?:([^/@\s]+)@)?([^/@:\s]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/?$")
 URI_RE = re.compile(r"^(https?|udp)://([^/@:\s?#]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(/[^\s,]*)?$")
 INT64_MAX = 2**63 - 1
 
@@ -412,8 +412,8 @@ SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.section for spec in _SPECS)
 
 SECRET_OPTIONS: frozenset[str] = frozenset(name for name, spec in CATALOGUE.items() if spec.secret)
 
-HIDDEN_OVER_RPC: frozenset[str] = frozenset({"rpc-secret"})
-"""Options aria2.getGlobalOption never reports (measured on 1.36)."""
+HIDDEN_OVER_RPC: frozenset[str] = frozenset({"rpc-secret", "input-file"})
+"""Options aria2.getGlobalOption never reports (measured on 1.36); it does report proxy passwords."""
 
 
 def aria2_form(name: str, value: str) -> str:
