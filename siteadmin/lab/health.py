@@ -13,6 +13,7 @@ the router that cuts WNs off from cern makes exactly those checks fail.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -134,29 +135,33 @@ def check_ldap(url: str, ca_file: Path, bind_dn: str, password_file: Path, base:
     host = parsed.hostname or ""
     try:
         password = read_secret_file(password_file, "LDAP password")
-        tls = ldap3.Tls(ca_certs_file=str(ca_file), validate=ssl.CERT_REQUIRED)
-        server = ldap3.Server(host, port=parsed.port or 636, use_ssl=True, tls=tls, get_info=ldap3.NONE, connect_timeout=int(timeout))
-        conn = ldap3.Connection(server, user=bind_dn, password=password, receive_timeout=int(timeout), raise_exceptions=True)
+    except Exception as exc:  # noqa: BLE001 - a config error is a failed check, not a crash
+        return Check("ldap", url, False, str(exc)[:200])
+    tls = ldap3.Tls(ca_certs_file=str(ca_file), validate=ssl.CERT_REQUIRED)
+    server = ldap3.Server(host, port=parsed.port or 636, use_ssl=True, tls=tls, get_info=ldap3.NONE, connect_timeout=int(timeout))
+    conn = ldap3.Connection(server, user=bind_dn, password=password, receive_timeout=int(timeout), raise_exceptions=True)
+    try:
         with warnings.catch_warnings():
             # ldap3 2.9.1 checks the name with ssl.match_hostname, deprecated since Python 3.7; the
             # name is checked again below with the standard library's own matcher.
             warnings.filterwarnings("ignore", message=r"ssl\.match_hostname", category=DeprecationWarning)
             conn.open()
             conn.bind()
-        try:
-            names = _cert_names(conn.socket.getpeercert())
-            if not _name_matches(host, names):
-                return Check("ldap", url, False, f"certificate names {sorted(names)} do not include {host}")
-            conn.search(base, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["o"])
-            if not conn.entries:
-                return Check("ldap", url, False, f"search of {base} found nothing")
-            return Check("ldap", url, True, f"bind as {bind_dn.split(',')[0]} over TLS, {base} found")
-        finally:
-            conn.unbind()
+        names = _cert_names(conn.socket.getpeercert())
+        if not _name_matches(host, names):
+            return Check("ldap", url, False, f"certificate names {sorted(names)} do not include {host}")
+        conn.search(base, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["o"])
+        if not conn.entries:
+            return Check("ldap", url, False, f"search of {base} found nothing")
+        return Check("ldap", url, True, f"bind as {bind_dn.split(',')[0]} over TLS, {base} found")
     except (LDAPException, OSError) as exc:
         return Check("ldap", url, False, f"{type(exc).__name__}: {exc}"[:200])
-    except Exception as exc:  # noqa: BLE001 - a config error is a failed check, not a crash
-        return Check("ldap", url, False, str(exc)[:200])
+    finally:
+        with contextlib.suppress(Exception):
+            conn.unbind()
+        # ldap3 keeps a socket whose connect failed in conn.socket without closing it
+        if conn.socket is not None:
+            conn.socket.close()
 
 
 def _cert_names(cert: Any) -> set[str]:

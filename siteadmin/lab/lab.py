@@ -92,10 +92,12 @@ class Lab:
     Args:
         lab_dir: where the lab keeps its state, configs, logs and package cache.
         mode: "netns" (root only), "loopback", or None for netns when root else loopback.
+        cache_dir: where generated packages are kept across runs (default ``<lab_dir>/cache``).
     """
 
-    def __init__(self, lab_dir: str | os.PathLike[str], mode: str | None = None) -> None:
+    def __init__(self, lab_dir: str | os.PathLike[str], mode: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.dir = Path(lab_dir).absolute()
+        self.cache_dir = Path(cache_dir).absolute() if cache_dir is not None else self.dir / CACHE_DIR
         if mode not in (None, "netns", "loopback"):
             raise LabError(f"lab mode {mode!r}: must be netns or loopback")
         self.requested_mode = mode
@@ -385,7 +387,7 @@ class Lab:
         self._save()
 
     def _package(self, layout: CentralLayout, package_mb: int) -> tuple[Path, Path, dict[str, Any]]:
-        package = central.make_package(self.dir / CACHE_DIR, package_mb)
+        package = central.make_package(self.cache_dir, package_mb)
         torrent = central.make_torrent(package, layout.dir / (package.name + ".torrent"), layout.announce)
         central.publish(layout, package, torrent)
         facts = {

@@ -1,0 +1,106 @@
+"""Own labs (not the session one): up/down twice without leftovers, up after a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from siteadmin.lab import Lab, netns, proc
+
+pytestmark = pytest.mark.lab
+
+ROOT = os.geteuid() == 0
+
+
+def pgrep(lab_dir: Path) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", str(lab_dir) + "/"], capture_output=True, text=True, check=False)
+    return [int(p) for p in found.stdout.split()]
+
+
+def assert_nothing_left(lab_dir: Path, tag: str, pids: list[int], subnet: str | None) -> None:
+    still = [p for p in pids if Path(f"/proc/{p}").exists() and proc._stat(p) is not None and proc._stat(p)[0] != "Z"]  # type: ignore[index]
+    assert still == [], f"processes left: {still}"
+    assert pgrep(lab_dir) == []
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert tag not in namespaces
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert tag not in links
+    if subnet:
+        routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+        assert subnet not in routes
+    for name in ("lab.json", "site.toml", "cern", "wns", "ssh", "secrets"):
+        assert not (lab_dir / name).exists(), name
+
+
+def test_up_down_twice_leaves_nothing(tmp_path: Path, lab_cache_dir: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    for _ in range(2):
+        lab = Lab(lab_dir, cache_dir=lab_cache_dir)
+        lab.up(2, package_mb=8)
+        pids = [r.pid for r in lab.processes]
+        subnet = lab.state["subnet"] if lab.mode == "netns" else None
+        assert len(pids) == 4 + 2 * 2
+        assert set(pgrep(lab_dir)) >= set(pids)
+        if ROOT:
+            assert set(lab.namespaces) <= set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split())
+            assert subnet is not None and subnet in subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+        status = lab.status()
+        assert status.healthy, status.text()
+        seconds = lab.down()
+        assert seconds < 10
+        assert_nothing_left(lab_dir, lab.tag, pids, subnet)
+    assert any(lab_cache_dir.glob("*.tar.bz2")), "the package cache must survive lab down"
+
+
+def test_up_after_a_crash_cleans_and_comes_up(tmp_path: Path, lab_cache_dir: Path) -> None:
+    lab_dir = tmp_path / "crashed"
+    first = Lab(lab_dir, cache_dir=lab_cache_dir)
+    first.up(2, package_mb=8)
+    old = first.processes
+    victims = [r for r in old if r.name in ("seeder", "slapd", "aria2c wn001.lab", "sshd wn002.lab")]
+    assert len(victims) == 4
+    for record in victims:
+        os.kill(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(proc.alive(r) for r in victims) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(proc.alive(r) for r in victims)
+    assert not first.status().healthy  # the crash is visible
+    if ROOT:
+        assert netns.leftovers(first.tag)[0], "namespaces are still there after the crash"
+
+    second = Lab(lab_dir, cache_dir=lab_cache_dir)  # a new process would start from lab.json alone
+    try:
+        second.up(2, package_mb=8)
+        assert not any(proc.alive(r) for r in old), "survivors of the crashed run must be stopped"
+        status = second.status()
+        assert status.healthy, status.text()
+        assert {r.pid for r in second.processes}.isdisjoint({r.pid for r in old})
+    finally:
+        pids = [r.pid for r in second.processes] if second.state_path.exists() else []
+        subnet = second.state["subnet"] if second.state_path.exists() and ROOT else None
+        second.down()
+    assert_nothing_left(lab_dir, second.tag, pids + [r.pid for r in old], subnet)
+
+
+def test_up_cleans_leftovers_found_only_by_name(tmp_path: Path) -> None:
+    """No lab.json (deleted), yet namespaces and a process of the lab dir remain: up/down still finds them."""
+    lab_dir = tmp_path / "orphan"
+    lab_dir.mkdir()
+    lab = Lab(lab_dir)
+    sleeper = subprocess.Popen(["sleep", "300", str(lab_dir) + "/marker"], start_new_session=True)
+    try:
+        if ROOT:
+            subprocess.run(["ip", "netns", "add", f"{lab.tag}-wn001"], check=True)
+        lab.down()
+        assert sleeper.wait(timeout=5) is not None
+        assert netns.leftovers(lab.tag) == ([], [])
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
