@@ -315,10 +315,13 @@ def _tls_reason(exc: BaseException) -> str | None:
     ldap3 re-raises ssl errors as classes derived from both its own and the ssl type, with
     only the text kept, so the text is what is read here.
     """
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()).replace("\\'", "'")
     match = re.search(r"certificate verify failed: (.+?)(?: \(_ssl\.c:\d+\))?['\",)]*$", text)
     if match:
-        return "certificate verify failed: " + match.group(1).rstrip(" .,'\"")
+        reason = match.group(1).rstrip(" .,'\"")
+        if reason.count("'") % 2:  # the closing quote of a name went with the stripped tail
+            reason += "'"
+        return "certificate verify failed: " + reason
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return "certificate verify failed"
     if isinstance(exc, ssl.SSLError | ldap_exc.LDAPStartTLSError) or "ssl" in text.lower() or "tls" in text.lower():

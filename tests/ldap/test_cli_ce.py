@@ -80,6 +80,15 @@ def test_enable_disable_round_trip_and_audit(lab: Any, make_site: MakeSite) -> N
     assert lab.spec.admin_dn in out
 
 
+def test_several_ces_go_on_after_one_fails(lab: Any, make_site: MakeSite) -> None:
+    code, out, err = run(make_site(), "ce", "enable", "CE1", "NOPE", "CE4")
+    assert code == 2
+    assert out.splitlines() == ["CE1: CVMFS -> Torrent (ok)", "CE4: Parrot -> Torrent (ok)"]
+    errors = [line for line in err.splitlines() if "600 s" not in line]
+    assert len(errors) == 1 and "no CE 'NOPE'" in errors[0]
+    assert lab.methods()["CE1"] == ("Torrent",) and lab.methods()["CE4"] == ("Torrent",)
+
+
 def test_set_dry_run_prints_ldif_and_changes_nothing(lab: Any, make_site: MakeSite) -> None:
     site = make_site()
     code, out, err = run(site, "ce", "set", "ce+special", "Torrent", "--dry-run")

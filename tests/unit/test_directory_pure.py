@@ -196,3 +196,8 @@ def test_tls_reason_reads_the_wrapped_text() -> None:
     )
     assert d._tls_reason(Exception(msg)) == "certificate verify failed: self-signed certificate in certificate chain"
     assert d._tls_reason(Exception("[Errno 111] Connection refused")) is None
+    mismatch = (
+        "(\"socket ssl wrapping error: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+        "Hostname mismatch, certificate is not valid for \\'vm\\'. (_ssl.c:1006)\",)"
+    )
+    assert d._tls_reason(Exception(mismatch)) == "certificate verify failed: Hostname mismatch, certificate is not valid for 'vm'"
