@@ -85,11 +85,13 @@ class OptionSpec:
         elif k is Kind.ENUM:
             text = "one of " + ", ".join(self.choices)
         elif k in (Kind.INT, Kind.FLOAT):
-            what = "an integer" if k is Kind.INT else "a number like 1.0"
+            what = "an integer" if k is Kind.INT else "a decimal number"
             if self.high is not None:
                 text = f"{what} {_num(self.low)}-{_num(self.high)}"
             else:
                 text = f"{what} >= {_num(self.low)}"
+            if k is Kind.FLOAT:
+                text += ", like 1.0"
         elif k is Kind.SIZE:
             text = "a size in bytes >= 0, optionally with K or M (1K = 1024), like 512K or 16M"
         elif k is Kind.PORTS:
