@@ -384,7 +384,11 @@ class Session:
                     raise CommandTimeout(
                         self.host, f"`{_short(command)}` still running after {limit:g} s; stopped", "raise ssh.command_timeout if it needs longer"
                     )
-                select.select([chan], [], [], min(remaining, 0.2))
+                if chan.eof_received:
+                    # no more output can come (and the channel's pipe stays readable): wait for the status
+                    chan.status_event.wait(min(remaining, 0.2))
+                else:
+                    select.select([chan], [], [], min(remaining, 0.2))
             status = chan.recv_exit_status() if chan.exit_status_ready() else -1
         finally:
             chan.close()
