@@ -136,8 +136,18 @@ ARIA2C_ENV = "SITEADMIN_ARIA2C"
 
 NO_START_ARGS = ("--enable-rpc=false", "--daemon=false", "--input-file=")
 """Overrides that make aria2c stop after reading the conf: no RPC server, no fork, no
-downloads to add, so it ends with "Specify at least one URL." (exit 1) when the file is good.
-The conf file is still read and checked in full before these apply."""
+downloads to add. The conf file is still read and checked in full before these apply.
+
+What aria2c 1.36 does then (measured):
+
+- good file: stderr "Specify at least one URL." and usage, exit 1; nothing listens, nothing
+  is written (no log, no session, no dht.dat);
+- bad value: "Parse error in <file>" and "errorCode=28 We encountered a problem while
+  processing the option '--listen-port'. -> ... listen-port must be between 1024 and 65535.",
+  exit 28;
+- unknown name: "[WARN] Unknown option: <the whole line>" on stdout, then as for a good file
+  (exit 1): only the warning tells, and it carries the value.
+"""
 
 _OK_MARK = "Specify at least one URL."
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -279,3 +279,23 @@ def test_template_errors_are_one_line_config_errors(make_site: SiteFactory, tmp_
         render(make_site(f'[aria2c]\ntemplate_path = ["{strict}"]\n'), "wn1")
     with pytest.raises(ConfigError, match="template not found"):
         render(make_site('[aria2c]\ntemplate = "missing.j2"\n'), "wn1")
+
+
+def test_builtin_templates_are_found_in_a_wheel_layout(tmp_path: Path) -> None:
+    """Installed from a wheel, the templates sit at siteadmin/_templates (pyproject force-include)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import siteadmin
+
+    package = Path(siteadmin.__file__).resolve().parent
+    installed = tmp_path / "site-packages"
+    shutil.copytree(package, installed / "siteadmin", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(package.parent / "templates", installed / "siteadmin" / "_templates")
+    code = "from siteadmin.aria2conf.render import builtin_template_dir; print(builtin_template_dir())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(installed)}, check=True)
+    assert result.stdout.strip() == str(installed / "siteadmin" / "_templates")
+    (installed / "siteadmin" / "_templates" / "aria2c.conf.j2").unlink()
+    failed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(installed)})
+    assert failed.returncode != 0 and "built-in templates not found" in failed.stderr
