@@ -774,7 +774,14 @@ class Directory:
         }
         if error is not None:
             event["error"] = error.one_line()
-        audit.record(self.audit_path, event)
+        try:
+            audit.record(self.audit_path, event)
+        except ConfigError as exc:
+            # Checked writable before the change; if it fails now, say what happened in LDAP anyway.
+            raise ConfigError(
+                f"{attempt.get('action')} of CE {attempt.get('ce')} ended {outcome!r} but was not audited: {exc.message}",
+                "add the change to the audit log by hand",
+            ) from None
 
 
 # ---------------------------------------------------------------- module helpers

@@ -356,3 +356,14 @@ def test_absent_assertion_ldif_applies_once(lab: Any, make_site: MakeSite, tmp_p
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=20)
     assert again.returncode == 122, again.stderr  # assertion failed: a value is there now
     assert lab.methods()["CE3"] == ("Torrent",)
+
+
+def test_unwritable_audit_log_refuses_before_changing(lab: Any, make_site: MakeSite, tmp_path: Path) -> None:
+    site = make_site()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    site.write_text(site.read_text().replace(str(tmp_path / "audit.jsonl"), str(blocker / "audit.jsonl")))
+    before = lab.methods()
+    with directory(site) as d, pytest.raises(ConfigError, match="cannot append"):
+        d.enable("CE1")
+    assert lab.methods() == before
