@@ -55,6 +55,7 @@ CACHE_NOTE = f"AliEn caches CE settings for up to {CACHE_SECONDS} s: jobs may se
 
 # Result codes of RFC 4511 that get their own message.
 SUCCESS = 0
+STRONGER_AUTH_REQUIRED = 8
 CONFIDENTIALITY_REQUIRED = 13
 NO_SUCH_ATTRIBUTE = 16
 ATTRIBUTE_OR_VALUE_EXISTS = 20
@@ -63,8 +64,11 @@ INVALID_CREDENTIALS = 49
 INSUFFICIENT_ACCESS = 50
 BUSY = 51
 UNAVAILABLE = 52
+INAPPROPRIATE_AUTHENTICATION = 48
 ASSERTION_FAILED = 122
 CONFLICT_CODES = (NO_SUCH_ATTRIBUTE, ATTRIBUTE_OR_VALUE_EXISTS, ASSERTION_FAILED)
+DENIED_CODES = (STRONGER_AUTH_REQUIRED, INAPPROPRIATE_AUTHENTICATION, INSUFFICIENT_ACCESS)
+"""50 for a bound DN without write access; slapd answers an anonymous write with 8."""
 
 
 # ---------------------------------------------------------------- data
@@ -556,7 +560,7 @@ class Directory:
         if code == SUCCESS:
             return
         desc = result.get("description", "error")
-        if code == INSUFFICIENT_ACCESS:
+        if code in DENIED_CODES:
             raise PermissionDenied(f"{doing}: {self.bind_dn} has no access ({desc}, {code})")
         if code in (BUSY, UNAVAILABLE):
             raise ServiceUnreachable(f"{doing}: LDAP server {self.endpoint} is {desc} ({code})")
@@ -739,7 +743,7 @@ class Directory:
                 f"CE {ce.name}: installMethod changed meanwhile (expected {_show(before)}, now {now}); nothing written ({desc}, {code})",
                 f"look again with `siteadmin ce show '{ce.name}'` and decide",
             )
-        if code == INSUFFICIENT_ACCESS:
+        if code in DENIED_CODES:
             return PermissionDenied(
                 f"{self.bind_dn} may not change installMethod of CE {ce.name} ({desc}, {code}); nothing written",
                 "bind as the site's LDAP admin, or use --ldif-request FILE and send it to the central LDAP team",

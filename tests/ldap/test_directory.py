@@ -367,3 +367,15 @@ def test_unwritable_audit_log_refuses_before_changing(lab: Any, make_site: MakeS
     with directory(site) as d, pytest.raises(ConfigError, match="cannot append"):
         d.enable("CE1")
     assert lab.methods() == before
+
+
+def test_anonymous_reads_but_may_not_write(lab: Any, make_site: MakeSite) -> None:
+    site = make_site("none")
+    with directory(site) as d:
+        assert d.show("CE2").install_methods == ("Torrent",)
+        with pytest.raises(PermissionDenied) as err:
+            d.disable("CE2")
+    assert err.value.message.startswith("anonymous may not change installMethod of CE CE2")
+    assert lab.methods()["CE2"] == ("Torrent",)
+    (event,) = events(site)
+    assert (event["bind_dn"], event["outcome"], event["result"]) == ("anonymous", "denied", 8)  # strongerAuthRequired
