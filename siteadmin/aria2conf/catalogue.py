@@ -5,8 +5,9 @@ check them, sometimes stricter where aria2 accepts nonsense silently, e.g. ``see
 whether ``aria2.changeGlobalOption`` can change it on a running daemon, whether it is a secret,
 and the form aria2 reports it back in over RPC (sizes come back in bytes, proxies with a
 trailing ``/``). The liveness flags were measured on aria2 1.36 by changing every option over
-RPC and reading it back (``tests/aria2conf/test_live.py`` keeps them honest): aria2 answers
-``OK`` to a change it ignores, so the flag cannot be learnt from the answer.
+RPC and reading it back, globally and on downloads added before and after the change
+(``tests/aria2conf/test_daemon.py`` keeps them honest): aria2 answers ``OK`` to a change it
+ignores, so the flag cannot be learnt from the answer.
 
 Nothing here touches the site config; ``render`` and ``validate`` do.
 """

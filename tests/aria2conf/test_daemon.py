@@ -135,9 +135,16 @@ def _alternative(name: str, current: str | None, tmp: Path) -> str:
 
 
 def test_live_flags_match_what_changeGlobalOption_really_does(started: tuple[Daemon, Rendered, Path], tmp_path: Path) -> None:
-    """aria2 answers OK to every change and silently drops the ones it cannot make live."""
+    """aria2 answers OK to every change and silently drops the ones it cannot make live.
+
+    A paused download to 127.0.0.1 added before the changes and one added after tell
+    "new downloads" options (the old download keeps its value, the new one gets the new
+    value) from "live" ones (daemon-wide, not download options at all).
+    """
     daemon, rendered, _ = started
+    before_gid = daemon.call("aria2.addUri", ["http://127.0.0.1:9/before"], {"pause": "true"})["result"]
     wrong = []
+    changed_to: dict[str, tuple[str | None, str]] = {}
     for name, spec in CATALOGUE.items():
         if name == "rpc-secret":
             continue
@@ -146,9 +153,23 @@ def test_live_flags_match_what_changeGlobalOption_really_does(started: tuple[Dae
         assert daemon.call("aria2.changeGlobalOption", {name: value}).get("result") == "OK", name
         after = daemon.call("aria2.getGlobalOption")["result"].get(name)
         changed = after == aria2_form(name, value)
+        changed_to[name] = (before, aria2_form(name, value))
         if changed != (spec.change is not Change.RESTART):
             wrong.append(f"{name}: catalogue says {spec.change.value}, changeGlobalOption {'applied' if changed else 'ignored'} it")
+    after_gid = daemon.call("aria2.addUri", ["http://127.0.0.1:9/after"], {"pause": "true"})["result"]
+    old = daemon.call("aria2.getOption", before_gid)["result"]
+    new = daemon.call("aria2.getOption", after_gid)["result"]
+    for name, spec in CATALOGUE.items():
+        if name not in changed_to:
+            continue
+        was, now = changed_to[name]
+        if spec.change is Change.NEW_DOWNLOADS and (old.get(name) != was or new.get(name) != now):
+            wrong.append(f"{name}: not a new-downloads option: old download has {old.get(name)!r}, new one {new.get(name)!r}")
+        if spec.change is Change.LIVE and (name in old or name in new):
+            wrong.append(f"{name}: not daemon-wide: downloads carry it")
     assert wrong == []
+    daemon.call("aria2.remove", before_gid)
+    daemon.call("aria2.remove", after_gid)
     # rpc-secret cannot be read back: prove it stays by using the old one after a change
     daemon.call("aria2.changeGlobalOption", {"rpc-secret": "another-secret-value-1234567890"})
     assert "result" in daemon.call("aria2.getVersion")
