@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from siteadmin.lab import Lab, netns, proc
+from siteadmin.lab import Lab, central, netns, proc
 
 pytestmark = pytest.mark.lab
 
@@ -37,9 +37,30 @@ def assert_nothing_left(lab_dir: Path, tag: str, pids: list[int], subnet: str | 
         assert not (lab_dir / name).exists(), name
 
 
+def download_by_torrent(lab: Lab, wn: str, timeout: float = 60.0) -> Path:
+    """Have a WN's aria2c fetch the package through its .torrent; the path of the finished file."""
+    central, package = lab.state["central"], lab.state["package"]
+    url = f"http://{central['host']}:{central['http_port']}/{package['torrent_name']}"
+    gid = lab.rpc(wn, "aria2.addUri", [[url]])
+    deadline = time.monotonic() + timeout
+    bt_gid = None
+    while time.monotonic() < deadline:
+        if bt_gid is None:
+            followed = lab.rpc(wn, "aria2.tellStatus", [gid, ["followedBy", "status", "errorMessage"]])
+            assert followed.get("status") != "error", followed
+            bt_gid = (followed.get("followedBy") or [None])[0]
+        else:
+            st = lab.rpc(wn, "aria2.tellStatus", [bt_gid, ["status", "completedLength", "totalLength", "errorMessage"]])
+            assert st["status"] != "error", st
+            if st["totalLength"] != "0" and st["completedLength"] == st["totalLength"]:
+                return lab.wn(wn).path / "data" / str(package["name"])
+        time.sleep(0.1)
+    raise AssertionError(f"{wn}: no complete download within {timeout} s")
+
+
 def test_up_down_twice_leaves_nothing(tmp_path: Path, lab_cache_dir: Path) -> None:
     lab_dir = tmp_path / "lab"
-    for _ in range(2):
+    for round_ in range(2):
         lab = Lab(lab_dir, cache_dir=lab_cache_dir)
         lab.up(2, package_mb=8)
         pids = [r.pid for r in lab.processes]
@@ -51,6 +72,9 @@ def test_up_down_twice_leaves_nothing(tmp_path: Path, lab_cache_dir: Path) -> No
             assert subnet is not None and subnet in subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
         status = lab.status()
         assert status.healthy, status.text()
+        if round_ == 0:  # the swarm works: a WN gets the package by BitTorrent from the seeder
+            path = download_by_torrent(lab, "wn002.lab")
+            assert central.sha1_file(path) == lab.state["package"]["sha1"]
         seconds = lab.down()
         assert seconds < 10
         assert_nothing_left(lab_dir, lab.tag, pids, subnet)
