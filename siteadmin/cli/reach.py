@@ -43,7 +43,9 @@ def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
     with SessionPool(site, inventory) as pool:
 
         def probe(host: str) -> str:
-            return pool.session(host).run("uname -n", timeout=args.timeout, check=True).stdout.strip()
+            # one command per WN: connect, run, close (only the jump host session is shared)
+            with pool.connect(host) as session:
+                return session.run("uname -n", timeout=args.timeout, check=True).stdout.strip()
 
         # Ctrl-C: run_on_hosts sets cancel, drops hosts not yet started and re-raises (exit 130)
         results = run_on_hosts(hosts, probe, parallel, cancel=cancel)

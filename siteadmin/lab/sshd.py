@@ -304,7 +304,8 @@ def wait_ready(host: str, port: int, timeout: float, *, proc: subprocess.Popen[b
         if proc is not None and proc.poll() is not None:
             raise LabError(f"sshd on {host}:{port} exited with status {proc.returncode}")
         try:
-            with socket.create_connection((host, port), timeout=max(0.05, deadline - time.monotonic())) as sock:
+            # short attempts, so a dead sshd (``proc``) is noticed even if something else holds the port
+            with socket.create_connection((host, port), timeout=min(0.25, max(0.05, deadline - time.monotonic()))) as sock:
                 if sock.recv(256).startswith(b"SSH-"):
                     return time.monotonic() - start
         except OSError:

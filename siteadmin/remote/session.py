@@ -503,7 +503,10 @@ def _load_key(path: Path) -> paramiko.PKey:
         raise ConfigError(f"ssh.key_file = {path}: readable by others (mode {stat.S_IMODE(info.st_mode):04o})", f"chmod 600 {path}")
     try:
         return paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
+    except (paramiko.PasswordRequiredException, TypeError) as exc:
+        # paramiko 4+ lets cryptography's TypeError ("Key is password-protected...") through
+        if isinstance(exc, TypeError) and "password" not in str(exc):
+            raise ConfigError(f"ssh.key_file = {path}: not a private key paramiko can read ({exc})") from None
         raise ConfigError(
             f"ssh.key_file = {path}: protected by a passphrase", f"load it into ssh-agent (ssh-add {path}) and leave ssh.key_file empty"
         ) from None
@@ -535,8 +538,9 @@ def _connect_error(label: str, where: str, exc: OSError, timeout: float) -> Conn
 class SessionPool:
     """Connections to the WNs of one site for one operation, one cached session per WN.
 
-    ``session(host)`` reuses a live session (repeated commands in one operation share it);
-    ``connect(host)`` always opens a new one that the caller closes. ``close()`` ends them all,
+    ``session(host)`` reuses a live session (repeated commands in one operation share it; every
+    cached session stays open until ``close()``, so prefer ``connect`` for one command per WN on
+    hundreds of WNs); ``connect(host)`` always opens a new one that the caller closes. ``close()`` ends them all,
     and the jump host session last. Safe to use from many threads.
 
     Raises (constructor):

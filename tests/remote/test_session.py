@@ -244,3 +244,32 @@ def test_closed_pool_refuses(ssh_lab: Any) -> None:
     assert not session.is_active()
     with pytest.raises(Exception, match="session pool is closed"):
         pool.session("wn001.lab")
+
+
+def test_passphrase_key_is_refused_with_advice(ssh_lab: Any, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    locked = tmp_path / "locked_key"
+    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.BestAvailableEncryption(b"not-a-real-secret")
+    )
+    locked.touch(mode=0o600)
+    locked.write_bytes(pem)
+    site = ssh_lab.site(ssh_lab.write_site("locked", {"wn001.lab": ssh_lab.spec("wn001.lab").port}, key_file=locked))
+    with pytest.raises(ConfigError) as info:
+        SessionPool(site)
+    assert info.value.message == f"ssh.key_file = {locked}: protected by a passphrase"
+    assert info.value.hint == f"load it into ssh-agent (ssh-add {locked}) and leave ssh.key_file empty"
+
+
+def test_jump_host_key_is_verified_too(ssh_lab: Any, tmp_path: Path) -> None:
+    jump, target = ssh_lab.spec("wn001.lab"), ssh_lab.spec("wn002.lab")
+    known = tmp_path / "known_hosts"  # trusts the target but not the jump host
+    known.write_text(known_hosts_line(["127.0.0.1"], target.port, target.host_key_pub_line) + "\n")
+    site = ssh_lab.site(ssh_lab.write_site("jumpkey", {"wn002.lab": target.port}, known_hosts=known, ssh={"jump_host": f"127.0.0.1:{jump.port}"}))
+    with SessionPool(site, global_known_hosts=()) as pool, pytest.raises(HostKeyUnknown) as info:
+        pool.session("wn002.lab")
+    expected = f"wn002.lab: via jump host 127.0.0.1:{jump.port}: host key not in known_hosts {known} (looked up [127.0.0.1]:{jump.port};"
+    assert info.value.message.startswith(expected)
+    assert info.value.outcome == "jump host: host key unknown"
