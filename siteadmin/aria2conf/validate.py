@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from siteadmin.aria2conf.catalogue import CATALOGUE, Kind, OptionSpec, mask_value
+from siteadmin.aria2conf.conffile import write_private_file
 from siteadmin.errors import ConfigError
 from siteadmin.secrets import MASK
 
@@ -186,9 +187,7 @@ def check_with_aria2c(text: str, secrets: Iterable[str] = (), binary: str | None
     with tempfile.TemporaryDirectory(prefix="siteadmin-aria2c-check-") as tmp:
         os.chmod(tmp, 0o700)
         path = Path(tmp) / "aria2c.conf"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        write_private_file(path, text)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "LANG": "C", "LC_ALL": "C"}
         try:
             result = subprocess.run(

@@ -9,12 +9,12 @@ it exits 1 on errors and 0 when there are only warnings.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from siteadmin.aria2conf import PLACEHOLDER_HOST, Finding, Rendered, allowed_rules, aria2c_path, check_with_aria2c, lint, render
+from siteadmin.aria2conf.conffile import write_private_file
 from siteadmin.aria2conf.lint import ERROR, RULES
 from siteadmin.errors import ConfigError, ExitCode, UsageError
 from siteadmin.inventory import Inventory, fold
@@ -123,14 +123,9 @@ def _write_all(out: Path, rendered: list[Rendered]) -> list[Path]:
     paths = []
     for item in rendered:
         path = out / f"{item.host}.conf"
-        tmp = out / f".{item.host}.conf.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(item.text)
-            os.replace(tmp, path)
+            write_private_file(path, item.text)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise ConfigError(f"--out {out}: cannot write {path.name}: {exc.strerror}") from None
         paths.append(path)
     return paths

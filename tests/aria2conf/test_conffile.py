@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 
 from siteadmin.aria2conf import parse_conf
+from siteadmin.aria2conf.conffile import write_private_file
 from siteadmin.errors import ConfigError
 
 
@@ -44,3 +49,27 @@ def test_strict_errors_never_show_a_value() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_conf("rpc-secret=hunter2hunter2 \n")
     assert "hunter2" not in caught.value.one_line()
+
+
+def test_private_files_are_0600_even_with_an_open_umask(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    old = os.umask(0)
+    try:
+        target = folder / "wn1.conf"
+        target.write_text("old")
+        target.chmod(0o644)
+        write_private_file(target, "rpc-secret=x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_text() == "rpc-secret=x\n"
+    assert [p.name for p in folder.iterdir()] == ["wn1.conf"]
+
+
+def test_private_file_write_failure_leaves_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_private_file(folder, "a")  # renaming a file over a directory fails after the temp file exists
+    assert list(folder.iterdir()) == [] and list(tmp_path.glob(".out.*")) == []
