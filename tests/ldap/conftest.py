@@ -26,6 +26,7 @@ SPECIAL_CES: list[tuple[str, str | None, str]] = [
     ("star*", "CVMFS", "starstar.lab.example"),
     ("par(en)", "CVMFS", "paren.lab.example"),
     ("back\\slash=eq;semi#", "CVMFS", "back.lab.example"),
+    ("#hash <angle> \"quote\"", "CVMFS", "hash.lab.example"),
 ]
 ALL_CES = DEFAULT_CES + SPECIAL_CES
 

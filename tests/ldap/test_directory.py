@@ -126,7 +126,7 @@ def test_reader_can_write_an_ldif_request(lab: Any, make_site: MakeSite, tmp_pat
     assert [e["outcome"] for e in events(site)] == ["requested", "refused"]
 
 
-SPECIAL = ["ce", "ce+special", "ALICE::Site, comma", "ALICE::Site", "star", "star*", "par(en)", "back\\slash=eq;semi#"]
+SPECIAL = ["ce", "ce+special", "ALICE::Site, comma", "ALICE::Site", "star", "star*", "par(en)", "back\\slash=eq;semi#", "#hash <angle> \"quote\""]
 
 
 @pytest.mark.parametrize("name", SPECIAL)
