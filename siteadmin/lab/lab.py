@@ -103,6 +103,7 @@ class Lab:
         self.requested_mode = mode
         self.tag = netns.lab_tag(self.dir)
         self._state: dict[str, Any] | None = None
+        self._site: Site | None = None
 
     # ------------------------------------------------------------ state and handles
 
@@ -136,7 +137,10 @@ class Lab:
 
     @property
     def site(self) -> Site:
-        return load_site(self.site_path)
+        """The lab's site.toml, loaded (and cached until the next up or down)."""
+        if self._site is None:
+            self._site = load_site(self.site_path)
+        return self._site
 
     @property
     def mode(self) -> str:
@@ -244,8 +248,7 @@ class Lab:
             probe.unlink()
         except OSError as exc:
             raise LabError(f"--dir {self.dir}: not a writable directory ({exc.strerror})") from None
-        if self.state_path.exists() or netns.leftovers(self.tag) != ([], []):
-            self._cleanup(remove_files=False)
+        self._cleanup(remove_files=False)
         times["cleanup"] = time.monotonic() - started
         try:
             self._up(mode, wns, package_mb, timeout, times)
@@ -463,6 +466,7 @@ class Lab:
             if still_ns or still_links:
                 raise LabError(f"could not remove {', '.join(still_ns + still_links)}")
         self._state = None
+        self._site = None
         if remove_files:
             for entry in MADE_ENTRIES:
                 path = self.dir / entry

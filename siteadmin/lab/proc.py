@@ -162,8 +162,15 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def pids_mentioning(needle: str) -> list[int]:
-    """Pids whose command line contains ``needle`` (this process and its ancestors excluded)."""
+LAB_PROGRAMS = ("aria2c", "slapd", "sshd", "opentracker", "python", "ip")
+"""Program names (``comm``) the lab runs; only these are stopped when found by command line."""
+
+
+def pids_mentioning(needle: str, programs: tuple[str, ...] = LAB_PROGRAMS) -> list[int]:
+    """Pids of lab programs whose command line contains ``needle`` (this process and its ancestors excluded).
+
+    Restricted to ``programs`` so an admin's ``less <lab dir>/cern/seeder.log`` survives ``lab down``.
+    """
     mine = _ancestors()
     found = []
     key = needle.encode()
@@ -172,7 +179,10 @@ def pids_mentioning(needle: str) -> list[int]:
             continue
         try:
             cmdline = Path(entry.path, "cmdline").read_bytes()
+            comm = Path(entry.path, "comm").read_text().strip()
         except OSError:
+            continue
+        if not comm.startswith(programs):
             continue
         if key in cmdline:
             stat = _stat(int(entry.name))

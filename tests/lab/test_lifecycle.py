@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,14 +118,19 @@ def test_up_cleans_leftovers_found_only_by_name(tmp_path: Path) -> None:
     lab_dir = tmp_path / "orphan"
     lab_dir.mkdir()
     lab = Lab(lab_dir)
-    sleeper = subprocess.Popen(["sleep", "300", str(lab_dir) + "/marker"], start_new_session=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(lab_dir) + "/marker"], start_new_session=True)
+    bystander = subprocess.Popen(["sh", "-c", "sleep 300", str(lab_dir) + "/cern/seeder.log"], start_new_session=True)
     try:
         if ROOT:
             subprocess.run(["ip", "netns", "add", f"{lab.tag}-wn001"], check=True)
+        time.sleep(0.1)
+        assert sleeper.poll() is None and bystander.poll() is None
         lab.down()
         assert sleeper.wait(timeout=5) is not None
+        assert bystander.poll() is None, "only lab programs are stopped, not an admin's viewer of a lab file"
         assert netns.leftovers(lab.tag) == ([], [])
     finally:
-        if sleeper.poll() is None:
-            sleeper.kill()
-            sleeper.wait()
+        for child in (sleeper, bystander):
+            if child.poll() is None:
+                child.kill()
+                child.wait()
