@@ -62,8 +62,12 @@ def lookup(name: Any, where: str) -> OptionSpec:
         ConfigError: an unknown name, with the close match (the value is never shown).
     """
     if not isinstance(name, str) or any(c in name for c in CONTROL) or name not in CATALOGUE:
-        text = name if isinstance(name, str) and not any(c in name for c in CONTROL) else repr(name)
-        raise ConfigError(f"{where}: {text}: not an aria2c option siteadmin knows", suggest(str(name)))
+        # a key like "rpc-secret=abc" carries its value: show and match only what precedes "="
+        text = str(name).split("=", 1)[0]
+        text = text if not any(c in text for c in CONTROL) else repr(text)
+        if "=" in str(name):
+            text += "=..."
+        raise ConfigError(f"{where}: {text}: not an aria2c option siteadmin knows", suggest(str(name).split("=", 1)[0]))
     return CATALOGUE[name]
 
 

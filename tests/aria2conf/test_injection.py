@@ -95,3 +95,11 @@ def test_generated_secret_file_with_a_newline_is_refused(make_site: SiteFactory,
 def test_equals_sign_in_a_value_round_trips() -> None:
     assert check_option("rpc-secret", "a=b=c", "site") == ("rpc-secret", "a=b=c")
     assert parse_conf("rpc-secret=a=b=c\n") == {"rpc-secret": "a=b=c"}
+
+
+def test_a_key_holding_a_value_does_not_show_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_option("rpc-secret=hunter2hunter2", "x", "site")
+    assert "hunter2" not in caught.value.one_line()
+    assert caught.value.message == "site: rpc-secret=...: not an aria2c option siteadmin knows"
+    assert caught.value.hint == "did you mean rpc-secret?"
