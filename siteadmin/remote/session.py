@@ -746,9 +746,17 @@ class SessionPool:
             ) from None
         except SshError:
             raise
+        except paramiko.SSHException as exc:
+            if "No authentication methods available" not in str(exc):
+                raise ConnectFailed(target.label, f"SSH handshake with {where} failed: {exc or type(exc).__name__}", outcome="ssh handshake failed") from None
+            raise AuthFailed(
+                target.label,
+                f"authentication failed as {where}: no key to offer (ssh.key_file is empty, and the ssh agent and default keys hold none)",
+                "set ssh.key_file, or ssh-add the admin key",
+            ) from None
         except TimeoutError:
             raise ConnectFailed(target.label, f"no SSH handshake with {where} within {timeout:g} s", outcome="handshake timed out") from None
-        except (paramiko.SSHException, EOFError, OSError) as exc:
+        except (EOFError, OSError) as exc:
             raise ConnectFailed(target.label, f"SSH handshake with {where} failed: {exc or type(exc).__name__}", outcome="ssh handshake failed") from None
         finally:
             if not ok:

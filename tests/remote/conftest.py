@@ -129,17 +129,18 @@ def socket_owner_chains(local_port: int) -> list[list[int]]:
                 fields = row.split()
                 if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
                     inodes.add(fields[9])
-    owners = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    owners: list[int] = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            links = [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
         except OSError:
             continue
         if any(link == f"socket:[{inode}]" for link in links for inode in inodes):
-            owners.append(int(pid))
-    chains = []
+            owners.append(int(entry))
+    chains: list[list[int]] = []
     for owner in owners:
-        chain, pid = [], owner
+        chain: list[int] = []
+        pid = owner
         while pid > 1 and pid not in chain:
             chain.append(pid)
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from siteadmin.remote import (
     HostKeyChanged,
     HostKeyUnknown,
     SessionPool,
+    SshError,
 )
 
 HOSTS = ["wn001.lab", "wn002.lab", "wn003.lab"]
@@ -31,10 +33,10 @@ def test_run_on_every_host(ssh_lab: Any) -> None:
             session = pool.session(host)
             result = session.run("echo $SSH_CONNECTION; id -un; echo oops >&2; exit 3")
             assert result.exit_status == 3
-            client, server = result.stdout.split("\n")[0].split()[:3], result.stdout.split("\n")[0].split()[2:]
-            assert client[0] == "127.0.0.1"
-            assert server == ["127.0.0.1", str(ssh_lab.spec(host).port)]
-            assert result.stdout.split("\n")[1] == ssh_lab.user
+            connection, user = result.stdout.splitlines()
+            client_ip, _, server_ip, server_port = connection.split()
+            assert (client_ip, server_ip, int(server_port)) == ("127.0.0.1", "127.0.0.1", ssh_lab.spec(host).port)
+            assert user == ssh_lab.user
             assert result.stderr == "oops\n"
             assert not result.ok
             # the pool hands back the same live session for repeated commands
@@ -242,7 +244,7 @@ def test_closed_pool_refuses(ssh_lab: Any) -> None:
     session = pool.session("wn001.lab")
     pool.close()
     assert not session.is_active()
-    with pytest.raises(Exception, match="session pool is closed"):
+    with pytest.raises(SshError, match="^wn001.lab: the session pool is closed$"):
         pool.session("wn001.lab")
 
 
@@ -273,3 +275,35 @@ def test_jump_host_key_is_verified_too(ssh_lab: Any, tmp_path: Path) -> None:
     expected = f"wn002.lab: via jump host 127.0.0.1:{jump.port}: host key not in known_hosts {known} (looked up [127.0.0.1]:{jump.port};"
     assert info.value.message.startswith(expected)
     assert info.value.outcome == "jump host: host key unknown"
+
+
+def test_agent_then_default_keys_when_no_key_file(ssh_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(home))  # no default keys yet
+    site = ssh_lab.site(ssh_lab.write_site("agent", {"wn001.lab": ssh_lab.spec("wn001.lab").port}, ssh={"key_file": ""}))
+    assert site.ssh.key_file is None
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        # an empty agent and no default keys: refused
+        with SessionPool(site, global_known_hosts=()) as pool, pytest.raises(AuthFailed, match="ssh agent and default keys"):
+            pool.session("wn001.lab")
+        subprocess.run(["ssh-add", "-q", str(ssh_lab.key)], env=env, check=True, capture_output=True)
+        with SessionPool(site, global_known_hosts=()) as pool:
+            assert pool.session("wn001.lab").run("true").ok
+    finally:
+        agent.terminate()
+        agent.wait(5)
+    # no agent, the key as ~/.ssh/id_ed25519
+    monkeypatch.delenv("SSH_AUTH_SOCK")
+    default = home / ".ssh" / "id_ed25519"
+    default.touch(mode=0o600)
+    default.write_bytes(ssh_lab.key.read_bytes())
+    with SessionPool(site, global_known_hosts=()) as pool:
+        assert pool.session("wn001.lab").run("true").ok
