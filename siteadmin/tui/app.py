@@ -7,7 +7,10 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from siteadmin.site import Site
+from siteadmin.tui.messages import SiteChanged
+from siteadmin.tui.views.audit import AuditView
 from siteadmin.tui.views.base import View
+from siteadmin.tui.views.ces import CesView
 from siteadmin.tui.views.overview import OverviewView
 from siteadmin.tui.views.wns import WnsView
 
@@ -32,9 +35,16 @@ class SiteadminApp(App[int]):
         with TabbedContent(id="tabs"):
             with TabPane("Site", id="tab-site"):
                 yield OverviewView(self.site, id="overview")
+            with TabPane("CEs", id="tab-ces"):
+                yield CesView(self.site, id="ces")
             with TabPane("WNs", id="tab-wns"):
                 yield WnsView(self.site, id="wns")
+            with TabPane("Audit", id="tab-audit"):
+                yield AuditView(self.site, id="audit")
         yield Footer()
+
+    def on_site_changed(self, message: SiteChanged) -> None:
+        self.query_one(AuditView).reload()
 
     def action_reload(self) -> None:
         pane = self.query_one(TabbedContent).active_pane

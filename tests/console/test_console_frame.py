@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-from textual.widgets import DataTable, TabbedContent
+from textual.app import App
+from textual.widgets import DataTable, Static, TabbedContent
 
 from siteadmin.site import load_site
 from siteadmin.tui.app import SiteadminApp
 
 
-async def test_console_shows_site_and_wns(tmp_path: Path) -> None:
+async def settle(app: App[int], pilot: object) -> None:
+    """Wait until every worker has finished, failed or not."""
+    import asyncio
+
+    for _ in range(200):
+        if not any(w.is_running for w in app.workers):
+            break
+        await asyncio.sleep(0.02)
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_console_shows_site_wns_and_ldap_errors(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
-    path.write_text('[site]\nname = "TESTSITE"\n[wns]\nhosts = ["wn[001-003].example.org"]\n')
+    port = closed_port()
+    path.write_text(
+        f'[site]\nname = "TESTSITE"\n[wns]\nhosts = ["wn[001-003].example.org"]\n'
+        f'[ldap]\nurl = "ldaps://127.0.0.1:{port}"\ntimeout = 2\n[audit]\npath = "audit.jsonl"\n'
+    )
     app = SiteadminApp(load_site(path))
     async with app.run_test(size=(120, 40)) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         overview = app.query_one("#overview DataTable", DataTable)
         cells = {overview.get_row_at(i)[0]: overview.get_row_at(i)[1] for i in range(overview.row_count)}
         assert cells["site"] == "TESTSITE"
@@ -26,3 +48,7 @@ async def test_console_shows_site_and_wns(tmp_path: Path) -> None:
         wns = app.query_one("#wns DataTable", DataTable)
         assert wns.row_count == 3
         assert wns.get_row_at(0)[0] == "wn001.example.org"
+        # LDAP is down: the CE view says so on its status line, the console keeps running
+        status = app.query_one("#ces .status", Static)
+        assert "unreachable" in str(status.render())
+        assert status.has_class("-error")
