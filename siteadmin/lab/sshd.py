@@ -99,15 +99,27 @@ def make_admin_keypair(dir: Path, name: str = "admin_ed25519") -> tuple[Path, Pa
 # ---------------------------------------------------------------- preparing
 
 
+def _arg(path: Path) -> str:
+    """A path as one sshd_config argument: quoted when it holds blanks.
+
+    Raises:
+        LabError: for a path sshd_config cannot express (quotes, newlines).
+    """
+    text = str(path)
+    if any(c in text for c in '"\n\r\0'):
+        raise LabError(f"{text!r}: sshd_config cannot hold a path with quotes or newlines")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def _config_text(*, listen_host: str, port: int, host_key: Path, authorized_keys: Path, pid_path: Path, log_level: str) -> str:
     lines = [
         "# written by siteadmin.lab.sshd; reads nothing from /etc/ssh",
         f"ListenAddress {listen_host}",
         f"Port {port}",
         "AddressFamily any",
-        f"HostKey {host_key}",
-        f"PidFile {pid_path}",
-        f"AuthorizedKeysFile {authorized_keys}",
+        f"HostKey {_arg(host_key)}",
+        f"PidFile {_arg(pid_path)}",
+        f"AuthorizedKeysFile {_arg(authorized_keys)}",
         "AuthorizedPrincipalsFile none",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
@@ -174,6 +186,8 @@ def prepare_sshd(
     if not Path(SSHD).is_file():
         raise LabError(f"{SSHD} not found", "install openssh-server")
     workdir = workdir.absolute()
+    for path in (workdir, authorized_keys.absolute()):
+        _arg(path)  # refuse paths sshd_config cannot hold before writing anything
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _ensure_privsep_dir()
     host_key = workdir / "ssh_host_ed25519_key"

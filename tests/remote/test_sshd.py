@@ -103,3 +103,25 @@ def test_known_hosts_file(tmp_path: Path, ssh_lab: Any) -> None:
         assert entry is not None
         assert "ssh-ed25519 " + entry["ssh-ed25519"].get_base64() == spec.host_key_pub_line
     assert "127.0.0.1" not in path.read_text()
+
+
+def test_paths_with_blanks(tmp_path: Path, ssh_lab: Any) -> None:
+    from siteadmin.remote import SessionPool
+
+    authorized = tmp_path / "lab dir" / "authorized keys"
+    authorized.parent.mkdir()
+    authorized.write_bytes(ssh_lab.authorized_keys.read_bytes())
+    spec = prepare_sshd(tmp_path / "lab dir" / "wn 046", name="wn046.lab", listen_host="127.0.0.1", port=ssh_lab.free_port(), authorized_keys=authorized)
+    assert f'AuthorizedKeysFile "{authorized}"' in spec.config_path.read_text().splitlines()
+    known = tmp_path / "lab dir" / "known hosts"
+    write_known_hosts(known, [spec])
+    proc = start_sshd(spec)
+    try:
+        site = ssh_lab.site(ssh_lab.write_site("blanks", {"wn046.lab": spec.port}, known_hosts=known))
+        with SessionPool(site, global_known_hosts=()) as pool:
+            assert pool.session("wn046.lab").run("echo in").stdout == "in\n"
+    finally:
+        stop_sshd(proc)
+    with pytest.raises(LabError, match="cannot hold a path with quotes"):
+        prepare_sshd(tmp_path / 'say "hi"', name="wn047.lab", listen_host="127.0.0.1", port=ssh_lab.free_port(), authorized_keys=authorized)
+    assert not (tmp_path / 'say "hi"').exists()
