@@ -64,9 +64,11 @@ def _check_all(ctx: Context, args: argparse.Namespace) -> tuple[list[Rendered], 
     for item in rendered:
         found = lint(site, item.options, allow=allow)
         if use_aria2c:
-            if item.text not in checked:
-                checked[item.text] = check_with_aria2c(item.text, secrets=item.secrets)
-            found += [Finding(ERROR, "aria2c", problem, "aria2c") for problem in checked[item.text]]
+            # texts of hosts with equal options differ in comments only (render proved it), so
+            # aria2c needs to read each distinct option set once
+            if item.hash not in checked:
+                checked[item.hash] = check_with_aria2c(item.text, secrets=item.secrets)
+            found += [Finding(ERROR, "aria2c", problem, "aria2c") for problem in checked[item.hash]]
         findings[item.host] = found
     return rendered, findings
 
