@@ -12,6 +12,7 @@ from siteadmin.tui.views.audit import AuditView
 from siteadmin.tui.views.base import View
 from siteadmin.tui.views.ces import CesView
 from siteadmin.tui.views.overview import OverviewView
+from siteadmin.tui.views.profile import ProfileView
 from siteadmin.tui.views.wns import WnsView
 
 
@@ -39,6 +40,8 @@ class SiteadminApp(App[int]):
                 yield CesView(self.site, id="ces")
             with TabPane("WNs", id="tab-wns"):
                 yield WnsView(self.site, id="wns")
+            with TabPane("Profile", id="tab-profile"):
+                yield ProfileView(self.site, id="profile")
             with TabPane("Audit", id="tab-audit"):
                 yield AuditView(self.site, id="audit")
         yield Footer()

@@ -52,3 +52,25 @@ async def test_console_shows_site_wns_and_ldap_errors(tmp_path: Path) -> None:
         status = app.query_one("#ces .status", Static)
         assert "unreachable" in str(status.render())
         assert status.has_class("-error")
+
+
+async def test_console_profile_is_rendered_masked(tmp_path: Path) -> None:
+    from siteadmin.aria2conf import rpc_secret_path
+
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[site]\nname = "TESTSITE"\n[wns]\nhosts = ["wn[001-002].example.org"]\n'
+        f'[ldap]\nurl = "ldaps://127.0.0.1:{closed_port()}"\ntimeout = 2\n'
+        '[aria2c.options]\nenable-rpc = true\n'
+    )
+    site = load_site(path)
+    app = SiteadminApp(site)
+    async with app.run_test(size=(140, 50)) as pilot:
+        app.query_one(TabbedContent).active = "tab-profile"
+        await settle(app, pilot)
+        table = app.query_one("#profile DataTable", DataTable)
+        assert [table.get_row_at(i)[0] for i in range(table.row_count)] == ["wn001.example.org", "wn002.example.org"]
+        text = str(app.query_one("#profile-text", Static).render())
+        assert "rpc-secret=********" in text
+        secret = rpc_secret_path(site).read_text().strip()
+        assert secret and secret not in text
