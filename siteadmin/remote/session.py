@@ -606,6 +606,9 @@ class SessionPool:
             SshError: naming the host.
             ConfigError: a bad jump host setting.
         """
+        with self._lock:
+            if self._closed:
+                raise SshError(host, "the session pool is closed")
         target = self.target(host)
         sock: socket.socket | paramiko.Channel
         if target.jump is not None:

@@ -307,3 +307,17 @@ def test_agent_then_default_keys_when_no_key_file(ssh_lab: Any, tmp_path: Path, 
     default.write_bytes(ssh_lab.key.read_bytes())
     with SessionPool(site, global_known_hosts=()) as pool:
         assert pool.session("wn001.lab").run("true").ok
+
+
+def test_wn_down_behind_a_working_jump_host(ssh_lab: Any) -> None:
+    jump = ssh_lab.spec("wn001.lab")
+    down = ssh_lab.free_port()
+    nodes = {"wn002.lab": down, "wn003.lab": ssh_lab.spec("wn003.lab").port}
+    site = ssh_lab.site(ssh_lab.write_site("jumpwn", nodes, ssh={"jump_host": f"127.0.0.1:{jump.port}"}))
+    with SessionPool(site) as pool:
+        with pytest.raises(ConnectFailed) as info:
+            pool.session("wn002.lab")
+        assert info.value.message == f"wn002.lab: jump host 127.0.0.1:{jump.port} cannot reach 127.0.0.1:{down}: Connect failed"
+        assert info.value.outcome == "unreachable from jump host"
+        # the shared jump session still carries the others
+        assert pool.session("wn003.lab").run("true").ok
