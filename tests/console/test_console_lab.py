@@ -1,0 +1,49 @@
+"""The console on the lab site: toggling a CE with the keyboard changes the real LDAP entry."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable, TabbedContent
+
+from siteadmin.directory import Directory
+from siteadmin.lab import Lab
+from siteadmin.tui.app import SiteadminApp
+
+from .test_console_frame import settle
+
+
+def method_of(lab: Lab, ce: str) -> tuple[str, ...]:
+    with Directory(lab.site) as directory:
+        return directory.show(ce).install_methods
+
+
+async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
+    assert method_of(lab, "CE4") == ("Parrot",)
+    app = SiteadminApp(lab.site)
+    async with app.run_test(size=(140, 45)) as pilot:
+        app.query_one(TabbedContent).active = "tab-ces"
+        await settle(app, pilot)
+        table = app.query_one("#ces DataTable", DataTable)
+        names = [table.get_row_at(i)[0] for i in range(table.row_count)]
+        assert {"CE1", "CE2", "CE3", "CE4"} <= set(names)
+        table.focus()
+        table.move_cursor(row=names.index("CE4"))
+        await pilot.press("e")
+        await settle(app, pilot)
+        await settle(app, pilot)
+        assert method_of(lab, "CE4") == ("Torrent",)
+        row = table.get_row_at(table.get_row_index("CE4"))
+        assert row[1:3] == ["Torrent", "yes"]
+
+        await pilot.press("d")
+        await settle(app, pilot)
+        await settle(app, pilot)
+        assert method_of(lab, "CE4") == ("Parrot",)
+
+        app.query_one(TabbedContent).active = "tab-audit"
+        await settle(app, pilot)
+        audit = app.query_one("#audit DataTable", DataTable)
+        newest = [audit.get_row_at(i) for i in range(2)]
+        assert [r[2:7] for r in newest] == [
+            ["disable", "CE4", "Torrent", "Parrot", "ok"],
+            ["enable", "CE4", "Parrot", "Torrent", "ok"],
+        ]
