@@ -149,3 +149,22 @@ def test_nft_helpers_refuse_foreign_namespaces(lab: Lab) -> None:
 
     with pytest.raises(LabError, match="not a namespace of this lab"):
         lab.apply_nft("some-other-ns", "flush ruleset\n")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+def test_vobox_gets_lab_routes_only_and_forwarding_is_router_only(lab: Lab) -> None:
+    import ipaddress
+    import subprocess
+
+    topo = lab.topology
+    routes = json.loads(subprocess.run(["ip", "-j", "route", "show", "dev", topo.vobox_if], capture_output=True, text=True, check=True).stdout)
+    assert {r["dst"] for r in routes} == {topo.subnet, str(ipaddress.ip_network(topo.vobox_addr + "/30", strict=False))}
+    defaults = json.loads(subprocess.run(["ip", "-j", "route", "show", "default"], capture_output=True, text=True, check=True).stdout)
+    assert all(not r.get("dev", "").startswith(lab.tag) for r in defaults)
+    sysctl = ["sysctl", "-n", "net.ipv4.ip_forward"]
+    assert lab.exec_in(lab.router_ns, sysctl).stdout.strip() == "1"
+    assert lab.exec_in(lab.cern_ns, sysctl).stdout.strip() == "0"
+    assert lab.exec_in(lab.wn_ns("wn001.lab"), sysctl).stdout.strip() == "0"
+    bridge = lab.exec_in(lab.router_ns, ["ip", "-d", "link", "show", "br0"]).stdout
+    assert "mcast_snooping 0" in bridge
