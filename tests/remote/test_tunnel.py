@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,3 +98,39 @@ def test_session_close_closes_its_tunnels(ssh_lab: Any, http_server: http.server
         assert _get(tunnel.local_port, "/")[0] == 200
     with pytest.raises(ConnectionRefusedError):
         _get(tunnel.local_port, "/")
+
+
+def test_close_ends_connections_in_flight_and_records_failures(ssh_lab: Any) -> None:
+    # a raw TCP server on the "WN" that accepts and keeps the connection open without answering
+    with socket.socket() as backend:
+        backend.bind(("127.0.0.1", 0))
+        backend.listen(4)
+        backend_port = backend.getsockname()[1]
+        with SessionPool(ssh_lab.site()) as pool:
+            tunnel = pool.session("wn001.lab").open_tunnel("127.0.0.1", backend_port)
+            client = socket.create_connection(tunnel.address, timeout=5)
+            try:
+                probe, _ = backend.accept()  # open_tunnel's own check that something listens
+                probe.close()
+                accepted, _ = backend.accept()
+                with accepted:
+                    client.sendall(b"ping")
+                    assert accepted.recv(4) == b"ping"
+                    accepted.sendall(b"pong")
+                    assert client.recv(4) == b"pong"
+                    start = time.monotonic()
+                    tunnel.close()
+                    assert time.monotonic() - start < 2
+                    assert client.recv(1) == b""  # the forwarded connection was ended, not left hanging
+            finally:
+                client.close()
+    # the backend is gone now: a tunnel opened before keeps accepting locally but records why it cannot forward
+    with SessionPool(ssh_lab.site()) as pool, socket.socket() as gone:
+        gone.bind(("127.0.0.1", 0))
+        gone.listen(1)
+        port = gone.getsockname()[1]
+        tunnel = pool.session("wn002.lab").open_tunnel("127.0.0.1", port)
+        gone.close()
+        with socket.create_connection(tunnel.address, timeout=5) as client:
+            assert client.recv(1) == b""
+        assert tunnel.last_error == f"wn002.lab: cannot open a channel to 127.0.0.1:{port}: Connect failed"
