@@ -96,6 +96,10 @@ def test_secrets_are_never_in_argv_and_files_are_0600(lab: Lab) -> None:
     for path in confs + [site.aria2c.rpc_secret_file, site.ldap.password_file]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert f"rpc-secret={secrets[0]}\n" in (lab.wn_layouts[0].path / "aria2c.conf").read_text()
+    logs = [Path(r.log) for r in lab.processes]
+    for path in [lab.state_path, lab.site_path, *logs]:
+        text = path.read_text(errors="replace")
+        assert not any(secret in text for secret in secrets), path
 
 
 def test_wn_aria2c_state_stays_in_the_wn_dir(lab: Lab) -> None:
