@@ -157,6 +157,16 @@ def check_hostlists(value: list[str]) -> str | None:
     return None
 
 
+def check_lint_rules(value: list[str]) -> str | None:
+    from siteadmin.aria2conf.lint import RULES  # the lint owns its rule ids
+
+    for rule in value:
+        if rule not in RULES:
+            close = difflib.get_close_matches(rule, list(RULES), n=1)
+            return f"lint rule ids ({'did you mean ' + close[0] + '?' if close else ', '.join(RULES)}), not {rule!r}"
+    return None
+
+
 def check_absolute_path(value: str) -> str | None:
     return None if value.startswith("/") and not any(c in value for c in "\n\r\0") else "an absolute path"
 
@@ -260,6 +270,7 @@ class Aria2cSection:
     template: str = setting("aria2c.conf.j2", "Template rendering the config, looked up in template_path then the built-in templates.", check_mode_free_text)
     template_path: list[Path] = setting([], "Folders searched for templates before the built-in ones.")
     rpc_secret_file: Path | None = setting(None, "File (0600) holding the RPC secret; generated per site when missing.")
+    allow: list[str] = setting([], "Lint rules this site allows (downgraded from error/warning), e.g. [\"rpc-listen-all\"].", check_lint_rules)
     options: dict[str, Any] = setting({}, "Site-wide aria2c options (name = value, aria2c's own names).")
 
 
@@ -467,6 +478,8 @@ def load_site(explicit: str | os.PathLike[str] | None = None) -> Site:
 
 SECRET_OPTION_RE = re.compile(r"(secret|passwd|password)$")
 MASK = "********"
+URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+"""user:password@ inside a URL (a proxy): the password is masked on display."""
 
 
 def _plain(value: Any, secret: bool = False) -> Any:
@@ -480,6 +493,8 @@ def _plain(value: Any, secret: bool = False) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, str):
+        return URL_PASSWORD_RE.sub(r"\1" + MASK + "@", value)
     return value
 
 

@@ -125,16 +125,16 @@ def test_local_interfaces_come_from_netifaces() -> None:
     assert set(names) <= set(netifaces.interfaces())
 
 
-def test_allowed_rules_reads_a_future_site_field() -> None:
+def test_the_site_allows_rules_in_site_toml() -> None:
+    from siteadmin.site import site_from_mapping
+
     assert allowed_rules(Site()) == ()
-
-    class WithAllow:
-        allow = ["rpc-listen-all"]
-
-    class FakeSite:
-        aria2c = WithAllow()
-
-    assert allowed_rules(FakeSite()) == ("rpc-listen-all",)  # type: ignore[arg-type]
+    site = site_from_mapping({"aria2c": {"allow": ["rpc-listen-all"]}})
+    assert allowed_rules(site) == ("rpc-listen-all",)
+    options = {**CLEAN, "rpc-listen-all": "true"}
+    findings = {f.rule: f.level for f in lint(site, options, interfaces=["eth0"])}
+    assert findings["rpc-listen-all"] == ALLOWED
+    assert {f.rule: f.level for f in lint(Site(), options, interfaces=["eth0"])}["rpc-listen-all"] == ERROR
 
 
 def test_finding_text() -> None:

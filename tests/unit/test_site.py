@@ -125,6 +125,8 @@ BAD = [
     ('[rollout]\nrestart_command = "a\\nb"', ["rollout.restart_command", "one line"]),
     ("[audit]\npath = 7", ["audit.path", "path"]),
     ('[audit]\npaht = "x"', ["audit.paht", "unknown key", "audit.path"]),
+    ('[aria2c]\nallow = ["rpc-listen-al"]', ["aria2c.allow", "rpc-listen-al", "did you mean rpc-listen-all?"]),
+    ('[aria2c]\nallow = "rpc-listen-all,x"', ["aria2c.allow", "lint rule ids"]),
     ("site = 3", ["site", "table"]),
 ]
 
@@ -198,11 +200,16 @@ def test_config_show_json_on_defaults_masks_secrets(tmp_path: Path, monkeypatch:
     assert data["central"]["tracker_port"] == 8088
 
     path = tmp_path / "site.toml"
-    path.write_text('[aria2c.options]\nrpc-secret = "s3cr3t-value"\nhttp-proxy-passwd = "pw-value"\n')
+    path.write_text(
+        '[aria2c.options]\nrpc-secret = "s3cr3t-value"\nhttp-proxy-passwd = "pw-value"\n'
+        'all-proxy = "http://alice:url-pw-value@proxy.example.org:3128"\n'
+    )
     out = io.StringIO()
     assert main(["--site", str(path), "config", "show", "--json"], out=out, err=io.StringIO()) == 0
     assert "s3cr3t-value" not in out.getvalue()
     assert "pw-value" not in out.getvalue()
+    assert "url-pw-value" not in out.getvalue()
+    assert json.loads(out.getvalue())["aria2c"]["options"]["all-proxy"] == "http://alice:********@proxy.example.org:3128"
     assert json.loads(out.getvalue())["aria2c"]["options"]["rpc-secret"] == "********"
 
 
