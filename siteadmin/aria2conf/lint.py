@@ -83,6 +83,11 @@ def secret_bits(secret: str) -> float:
     others = {c for c in secret if c not in string.ascii_letters + string.digits}
     if others:
         pool += 2 if others <= {"-", "_"} else 32
+    cases = any(c.islower() for c in secret) and any(c.isupper() for c in secret)
+    if cases and others <= {"-", "_"}:
+        # base64url (token_urlsafe, openssl rand -base64): a random string of that alphabet need not
+        # show a digit or a dash, yet each character still carries 6 bits
+        pool = max(pool, 64)
     length = len(secret)
     distinct = len(set(secret))
     if distinct < 8 or distinct * 4 < length:
