@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     status.add_argument("--dir", type=Path, default=None, help=dir_help)
     status.set_defaults(handler=lab_status)
 
+    console = lab_sub.add_parser("console", help="open the console on the lab site, bringing the lab up first when it is not healthy",
+                                 parents=[parent])
+    console.add_argument("--wns", type=_wn_count, default=4, help=f"WNs when the lab has to be started, 1-{MAX_WNS} (default 4)")
+    console.add_argument("--dir", type=Path, default=None, help=dir_help)
+    console.set_defaults(handler=lab_console)
+
     down = lab_sub.add_parser("down", help="stop the lab and remove its namespaces, links, routes and files (keeps the package cache)", parents=[parent])
     down.add_argument("--dir", type=Path, default=None, help=dir_help)
     down.set_defaults(handler=lab_down)
@@ -102,3 +109,24 @@ def lab_down(ctx: Context, args: argparse.Namespace) -> int:
     seconds = lab.down()
     ctx.emit({"dir": str(lab.dir), "seconds": round(seconds, 2)}, lambda d: f"lab down: {d['dir']} cleaned in {d['seconds']:.1f} s")
     return ExitCode.OK
+
+
+def lab_console(ctx: Context, args: argparse.Namespace) -> int:
+    from siteadmin.errors import LabError, UsageError
+    from siteadmin.lab import Lab
+
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise UsageError("the console needs a terminal", "use `siteadmin lab up` and `siteadmin lab status` in scripts")
+    lab = Lab(args.dir or default_dir())
+    try:
+        healthy = lab.status().healthy
+    except LabError:
+        healthy = False
+    if not healthy:
+        ctx.note(f"bringing the lab up in {lab.dir} ...")
+        lab.up(args.wns)
+    from siteadmin.tui.app import run_console
+
+    code = run_console(lab.site)
+    ctx.note(f"the lab is still running; `siteadmin lab down{' --dir ' + str(args.dir) if args.dir else ''}` stops it")
+    return code

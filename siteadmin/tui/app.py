@@ -24,6 +24,11 @@ class SiteadminApp(App[int]):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("r", "reload", "Reload"),
+        Binding("1", "show_tab('tab-site')", "Site", show=False),
+        Binding("2", "show_tab('tab-ces')", "CEs", show=False),
+        Binding("3", "show_tab('tab-wns')", "WNs", show=False),
+        Binding("4", "show_tab('tab-profile')", "Profile", show=False),
+        Binding("5", "show_tab('tab-audit')", "Audit", show=False),
     ]
 
     def __init__(self, site: Site) -> None:
@@ -48,6 +53,14 @@ class SiteadminApp(App[int]):
 
     def on_site_changed(self, message: SiteChanged) -> None:
         self.query_one(AuditView).reload()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        pane = self.query_one(TabbedContent).active_pane
+        if pane is not None:
+            for table in pane.query("DataTable"):
+                table.focus()
+                break
 
     def action_reload(self) -> None:
         pane = self.query_one(TabbedContent).active_pane

@@ -56,7 +56,7 @@ class ProfileView(View):
         for p in data:
             errors = sum(f.level == "error" for f in p.findings) + (1 if p.error else 0)
             warnings = sum(f.level == "warning" for f in p.findings)
-            table.add_row(p.host, p.rendered.hash[:12] if p.rendered else "-", str(errors), str(warnings), key=p.host)
+            table.add_row(p.host, p.rendered.hash.rsplit(":", 1)[-1][:12] if p.rendered else "-", str(errors), str(warnings), key=p.host)
         bad = sum(1 for p in data if p.error or any(f.level == "error" for f in p.findings))
         self.set_status(f"{len(data)} profiles, {bad} with errors", "error" if bad else "ok")
         if data:
