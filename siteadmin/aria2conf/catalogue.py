@@ -404,8 +404,11 @@ _SPECS: list[OptionSpec] = [
     _o("console-log-level", Kind.ENUM, LOG, R, "Console (journal) log level.", default="notice", choices=LEVELS),
     _o("summary-interval", Kind.INT, LOG, R, "Seconds between progress summaries on the console; 0 none.", default="60", low=0, high=2147483647),
     _o("quiet", Kind.BOOL, LOG, R, "No console output at all.", default="false"),
+    _o("show-console-readout", Kind.BOOL, LOG, R, "Show the progress readout on the console (off under a service manager).", default="true"),
     # Process
     _o("daemon", Kind.BOOL, PROC, R, "Fork into the background (leave false under systemd Type=simple).", default="false"),
+    _o("interface", Kind.INTERFACE, PROC, R, "Bind every socket (BitTorrent, DHT, HTTP) to this interface or address."),
+    _o("disable-ipv6", Kind.BOOL, PROC, R, "Do not use IPv6 (for WNs whose IPv6 routes lead nowhere).", default="false"),
 ]
 
 CATALOGUE: dict[str, OptionSpec] = {spec.name: spec for spec in _SPECS}

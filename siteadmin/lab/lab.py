@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from siteadmin.aria2conf import render
 from siteadmin.errors import LabError, SiteadminError
 from siteadmin.inventory import fold
 from siteadmin.lab import bencode, central, health, netns, proc, sitefile, wns
@@ -322,14 +323,11 @@ class Lab:
                             authorized_keys=authorized, check=(wn.index == 1))
                 for wn in wn_list
             ]
-            aria_fs = [pool.submit(wns.prepare_aria2c, wn, rpc_secret, loopback=loopback) for wn in wn_list]
             if net_f is not None:
                 net_f.result()
             package, torrent, package_facts = pkg_f.result()
             ldap = ldap_f.result()
             ssh_specs = [f.result() for f in ssh_fs]
-            aria_runs = [f.result() for f in aria_fs]
-        times["prepare"] = time.monotonic() - t0
         self.state["package"] = package_facts
         known_hosts = ssh_dir / "known_hosts"
         sshd.write_known_hosts(known_hosts, ssh_specs)
@@ -339,6 +337,20 @@ class Lab:
             "admin_dn": ldap.admin_dn, "admin_password_file": str(ldap.admin_password_file),
             "reader_dn": ldap.reader_dn, "reader_password_file": str(ldap.reader_password_file),
         }
+
+        # ---- the site config, then each WN's aria2c conf rendered from it exactly as `siteadmin render` does
+        facts = sitefile.SiteFacts(
+            ldaps_url=ldap.ldaps_url, ca_file=ldap.ca_file, bind_dn=ldap.admin_dn, password_file=ldap.admin_password_file,
+            base=ldap.base, tracker_host=layout.host, tracker_port=layout.tracker_port, seeder_host=layout.host,
+            seeder_port=layout.seeder_port, http_fallback=layout.http_base, wns=wn_list, ssh_user=ssh_user, ssh_key=key,
+            known_hosts=known_hosts, rpc_secret_file=rpc_secret_file, rpc_port=wns.RPC_PORT if not loopback else wn_list[0].rpc_port,
+            loopback=loopback,
+        )
+        self.site_path.write_text(sitefile.site_toml_text(facts, self.dir))
+        self._site = None
+        site = load_site(self.site_path)
+        aria_runs = [wns.prepare_aria2c(wn, render(site, wn.name, create_secret=False).text) for wn in wn_list]
+        times["prepare"] = time.monotonic() - t0
 
         # ---- start every process, then wait for all of them at once
         t1 = time.monotonic()
@@ -379,14 +391,6 @@ class Lab:
         del slapd_rec
         times["ready"] = time.monotonic() - t2
 
-        facts = sitefile.SiteFacts(
-            ldaps_url=ldap.ldaps_url, ca_file=ldap.ca_file, bind_dn=ldap.admin_dn, password_file=ldap.admin_password_file,
-            base=ldap.base, tracker_host=layout.host, tracker_port=layout.tracker_port, seeder_host=layout.host,
-            seeder_port=layout.seeder_port, http_fallback=layout.http_base, wns=wn_list, ssh_user=ssh_user, ssh_key=key,
-            known_hosts=known_hosts, rpc_secret_file=rpc_secret_file, rpc_port=wns.RPC_PORT if not loopback else wn_list[0].rpc_port,
-            per_node_rpc=loopback,
-        )
-        self.site_path.write_text(sitefile.site_toml_text(facts, self.dir))
         self._save()
 
     def _package(self, layout: CentralLayout, package_mb: int) -> tuple[Path, Path, dict[str, Any]]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from siteadmin.inventory import fold
-from siteadmin.lab.wns import SITE_OPTIONS, WNLayout
+from siteadmin.lab.wns import SITE_OPTIONS, WNLayout, node_options
 
 SITE_NAME = "LAB"
 
@@ -36,8 +36,8 @@ class SiteFacts:
     known_hosts: Path
     rpc_secret_file: Path
     rpc_port: int
-    per_node_rpc: bool
-    """Loopback mode: every WN's aria2c RPC listens on its own port."""
+    loopback: bool
+    """Loopback mode: every WN's aria2c listens on its own ports and address."""
 
 
 def _q(value: object) -> str:
@@ -80,10 +80,8 @@ def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
         "",
     ]
     for wn in facts.wns:
-        lines += [f"[wns.nodes.{_q(wn.name)}]", f"address = {_q(wn.address)}", f"port = {wn.ssh_port}"]
-        if facts.per_node_rpc:
-            lines.append(f"aria2c = {{ \"rpc-listen-port\" = {_q(wn.rpc_port)}, \"listen-port\" = {_q(wn.bt_port)}, \"bt-enable-lpd\" = \"false\" }}")
-        lines.append("")
+        node = ", ".join(f"{_q(k)} = {_q(v)}" for k, v in node_options(wn, loopback=facts.loopback).items())
+        lines += [f"[wns.nodes.{_q(wn.name)}]", f"address = {_q(wn.address)}", f"port = {wn.ssh_port}", f"aria2c = {{ {node} }}", ""]
     lines += [
         "[ssh]",
         f"user = {_q(facts.ssh_user)}",

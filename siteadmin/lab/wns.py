@@ -45,41 +45,35 @@ SITE_OPTIONS: dict[str, str] = {
     "bt-lpd-interface": "eth0",
     "seed-ratio": "0.0",
     "file-allocation": "none",
+    "disable-ipv6": "true",
+    "console-log-level": "warn",
+    "summary-interval": "0",
+    "show-console-readout": "false",
 }
-"""aria2c options every lab WN shares (also written to site.toml's [aria2c] options)."""
+"""aria2c options every lab WN shares: the site layer of the lab's profile in site.toml."""
 
 
-def wn_conf_text(wn: WNLayout, rpc_secret: str, *, loopback: bool) -> str:
-    """The aria2c.conf of one lab WN (the one place the lab renders WN configs)."""
-    options = dict(SITE_OPTIONS)
-    options.update({
-        "disable-ipv6": "true",
+def node_options(wn: WNLayout, *, loopback: bool) -> dict[str, str]:
+    """The host layer of one lab WN's profile (``[wns.nodes."<wn>"] aria2c`` in site.toml)."""
+    options = {
         "dir": str(wn.path / "data"),
-        "enable-rpc": "true",
-        "rpc-listen-all": "false",
-        "rpc-listen-port": str(wn.rpc_port),
-        "rpc-secret": rpc_secret,
-        "listen-port": str(wn.bt_port),
-        "dht-listen-port": str(wn.bt_port),
         "dht-file-path": str(wn.path / "dht.dat"),
         "save-session": str(wn.path / "aria2c.session"),
-        "console-log-level": "warn",
-        "summary-interval": "0",
-        "show-console-readout": "false",
-    })
+        "listen-port": str(wn.bt_port),
+        "dht-listen-port": str(wn.bt_port),
+    }
     if loopback:
-        # no multicast on the host's real network; bind sockets to the WN's own 127.x address
-        options["bt-enable-lpd"] = "false"
-        del options["bt-lpd-interface"]
-        options["interface"] = wn.address
-    return "".join(f"{key}={value}\n" for key, value in options.items())
+        # every WN shares the host's loopback: own RPC port, sockets bound to the WN's 127.x
+        # address, and no multicast on the host's real network
+        options.update({"rpc-listen-port": str(wn.rpc_port), "interface": wn.address, "bt-enable-lpd": "false"})
+    return options
 
 
-def prepare_aria2c(wn: WNLayout, rpc_secret: str, *, loopback: bool) -> tuple[list[str], dict[str, str]]:
-    """Write the WN's 0600 conf (fresh DHT state) and return (argv, environment) to run aria2c."""
+def prepare_aria2c(wn: WNLayout, conf_text: str) -> tuple[list[str], dict[str, str]]:
+    """Write the WN's 0600 conf (as ``siteadmin render`` made it; fresh DHT state) and return (argv, environment)."""
     (wn.path / "data").mkdir(parents=True, exist_ok=True)
     (wn.path / "dht.dat").unlink(missing_ok=True)  # stale DHT peers slow a fresh lab down
     conf = wn.path / "aria2c.conf"
-    write_private_file(conf, wn_conf_text(wn, rpc_secret, loopback=loopback))
+    write_private_file(conf, conf_text)
     env = {"HOME": str(wn.path), "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     return ["aria2c", f"--conf-path={conf}"], env

@@ -85,7 +85,10 @@ GOOD: dict[str, list[Any]] = {
     "console-log-level": ["notice", "error"],
     "summary-interval": [0, 60, 2147483647],
     "quiet": [True, False],
+    "show-console-readout": [False, True],
     "daemon": [False, True],
+    "interface": ["lo", "127.0.0.1"],
+    "disable-ipv6": [True, False],
 }
 
 BAD: dict[str, list[tuple[Any, bool | None]]] = {
@@ -156,7 +159,10 @@ BAD: dict[str, list[tuple[Any, bool | None]]] = {
     "console-log-level": [("verbose", True)],
     "summary-interval": [("2147483648", True), ("-1", True)],
     "quiet": [("silent", True)],
+    "show-console-readout": [("no", True)],
     "daemon": [("fork", True)],
+    "interface": [("eth0 ", False), ("eth/0", False), ("", False)],
+    "disable-ipv6": [("yes", True)],
 }
 
 

@@ -87,6 +87,9 @@ def started(tmp_path_factory: pytest.TempPathFactory, aria2c_binary: str) -> Ite
         auto-save-interval = 30
         daemon = false
         quiet = true
+        show-console-readout = false
+        disable-ipv6 = true
+        interface = "lo"
         """))
     out, err = io.StringIO(), io.StringIO()
     assert main(["render", "--site", str(site_toml), "--out", str(root / "out")], out=out, err=err) == 0, err.getvalue()
