@@ -14,6 +14,7 @@ options, so no template, value or secret can add, drop or change one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,9 +57,23 @@ def builtin_options(site: Site) -> dict[str, Any]:
     }
 
 
+_last_inventory: tuple[Site, Inventory] | None = None
+
+
+def _inventory(site: Site) -> Inventory:
+    """The site's Inventory, built once for a run of hosts (expanding hostlists is most of a render's cost)."""
+    global _last_inventory
+    last = _last_inventory
+    if last is not None and last[0] is site:
+        return last[1]
+    inventory = Inventory(site)
+    _last_inventory = (site, inventory)
+    return inventory
+
+
 def layers_for(site: Site, host: str) -> list[tuple[str, Mapping[str, Any]]]:
     """(layer name, raw options) for a host, lowest first, built-in layer included."""
-    return [("built-in", builtin_options(site)), *Inventory(site).overrides_for(host)]
+    return [("built-in", builtin_options(site)), *_inventory(site).overrides_for(host)]
 
 
 def _layer_where(layer: str, host: str) -> str:
@@ -201,10 +216,18 @@ def builtin_template_dir() -> Path:
 
 
 def template_environment(site: Site) -> jinja2.Environment:
-    """jinja2 with StrictUndefined, no autoescape, the site's template_path before the built-in folder."""
-    search = [str(p.expanduser()) for p in site.aria2c.template_path] + [str(builtin_template_dir())]
+    """jinja2 with StrictUndefined, no autoescape, the site's template_path before the built-in folder.
+
+    One environment per search path, so a template is compiled once, not once per WN (jinja2
+    still notices an edited template by its mtime).
+    """
+    return _environment((*(str(p.expanduser()) for p in site.aria2c.template_path), str(builtin_template_dir())))
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(search: tuple[str, ...]) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(search),
+        loader=jinja2.FileSystemLoader(list(search)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - a conf file, not HTML; values are validated one-liners
         keep_trailing_newline=True,

@@ -253,6 +253,22 @@ def test_site_template_comes_first_in_the_path(make_site: SiteFactory, tmp_path:
     assert parse_conf(rendered.text) == rendered.options
 
 
+def test_an_edited_template_is_picked_up_by_the_next_render(make_site: SiteFactory, tmp_path: Path) -> None:
+    import os
+
+    own = tmp_path / "edited"
+    own.mkdir()
+    template = own / "aria2c.conf.j2"
+    body = "{% for n, v in options %}{{ n }}={{ v }}\n{% endfor %}"
+    template.write_text("# first {{ host }}\n" + body)
+    site = make_site(f'[aria2c]\ntemplate_path = ["{own}"]\n')
+    assert render(site, "wn1").text.startswith("# first wn1")
+    template.write_text("# second {{ host }}\n" + body)
+    stamp = template.stat().st_mtime + 5
+    os.utime(template, (stamp, stamp))
+    assert render(site, "wn1").text.startswith("# second wn1")
+
+
 def test_template_that_adds_or_drops_an_option_is_refused(make_site: SiteFactory, tmp_path: Path) -> None:
     adds = tmp_path / "adds"
     adds.mkdir()
