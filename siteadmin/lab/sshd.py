@@ -12,7 +12,7 @@ Preparing and running are separate so the lab can run the argv wherever it likes
 The config reads nothing from /etc/ssh: no PAM, no DNS, public keys only, root may log in by key,
 keys come from the lab's own authorized_keys file. As root the privilege-separation directory
 /run/sshd must exist (``prepare_sshd`` creates it). As non-root sshd still runs on an
-unprivileged port, but then only the user running it can log in.
+unprivileged port, with PAM (see ``prepare_sshd``), and only the user running it can log in.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _arg(path: Path) -> str:
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
-def _config_text(*, listen_host: str, port: int, host_key: Path, authorized_keys: Path, pid_path: Path, log_level: str) -> str:
+def _config_text(*, listen_host: str, port: int, host_key: Path, authorized_keys: Path, pid_path: Path, log_level: str, use_pam: bool) -> str:
     lines = [
         "# written by siteadmin.lab.sshd; reads nothing from /etc/ssh",
         f"ListenAddress {listen_host}",
@@ -125,7 +125,7 @@ def _config_text(*, listen_host: str, port: int, host_key: Path, authorized_keys
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
         "HostbasedAuthentication no",
-        "UsePAM no",
+        f"UsePAM {'yes' if use_pam else 'no'}",
         "UseDNS no",
         "PermitRootLogin prohibit-password",
         # lab files live in temp dirs that StrictModes would reject
@@ -165,6 +165,7 @@ def prepare_sshd(
     authorized_keys: Path,
     log_level: str = "VERBOSE",
     check: bool = True,
+    use_pam: bool | None = None,
 ) -> SshdSpec:
     """Write one WN's host key and sshd_config under ``workdir`` and say how to run it.
 
@@ -176,6 +177,9 @@ def prepare_sshd(
         authorized_keys: the lab's authorized_keys file (absolute or made absolute here).
         log_level: sshd LogLevel (VERBOSE logs each key accepted).
         check: run ``sshd -t`` on the result so a bad config fails here, not at start.
+        use_pam: None decides by who runs it: no PAM as root; PAM as non-root, because an
+            unprivileged sshd without PAM cannot read /etc/shadow and refuses every account as
+            "locked" (measured on Debian 12); with PAM only the user running sshd can log in.
 
     Returns:
         The frozen ``SshdSpec``.
@@ -202,6 +206,7 @@ def prepare_sshd(
             authorized_keys=authorized_keys.absolute(),
             pid_path=pid_path,
             log_level=log_level,
+            use_pam=os.geteuid() != 0 if use_pam is None else use_pam,
         ),
         encoding="utf-8",
     )
@@ -330,25 +335,28 @@ def wait_ready(host: str, port: int, timeout: float, *, proc: subprocess.Popen[b
 
 
 def stop_sshd(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """Stop an sshd started by ``start_sshd``: SIGTERM, then SIGKILL after ``timeout``.
+    """Stop an sshd: SIGTERM, then SIGKILL after ``timeout`` (idempotent).
 
-    sshd runs in its own process group; the group is signalled so the per-connection
-    monitors go too, which closes the sessions of logged-in admins.
+    When sshd leads its own process group (``start_sshd`` starts it so) the whole group is
+    signalled, so the per-connection monitors go too and logged-in sessions end.
     """
-    if proc.poll() is None:
+    if proc.poll() is not None:
+        return
+
+    def send(sig: signal.Signals) -> None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
         except ProcessLookupError:
             pass
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-    else:
+
+    send(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
         proc.wait()
 
 

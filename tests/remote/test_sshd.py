@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ def test_prepare_writes_a_private_config(tmp_path: Path, ssh_lab: Any) -> None:
         f"AuthorizedKeysFile {ssh_lab.authorized_keys}",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
-        "UsePAM no",
+        "UsePAM no" if os.geteuid() == 0 else "UsePAM yes",  # an unprivileged sshd needs PAM to let its user in
         "UseDNS no",
         "PermitRootLogin prohibit-password",
         "AllowTcpForwarding yes",
@@ -125,3 +128,46 @@ def test_paths_with_blanks(tmp_path: Path, ssh_lab: Any) -> None:
     with pytest.raises(LabError, match="cannot hold a path with quotes"):
         prepare_sshd(tmp_path / 'say "hi"', name="wn047.lab", listen_host="127.0.0.1", port=ssh_lab.free_port(), authorized_keys=authorized)
     assert not (tmp_path / 'say "hi"').exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to run sshd as another, unprivileged user")
+def test_unprivileged_sshd_lets_its_own_user_in(ssh_lab: Any) -> None:
+    import pwd
+
+    from siteadmin.remote import SessionPool
+
+    nobody = pwd.getpwnam("nobody")
+    work = Path(tempfile.mkdtemp(prefix="sshd-nobody-"))  # not under pytest's 0700 tmp: nobody must read it
+    try:
+        work.chmod(0o755)
+        authorized = work / "authorized_keys"
+        authorized.write_bytes(ssh_lab.authorized_keys.read_bytes())
+        spec = prepare_sshd(
+            work / "wn048", name="wn048.lab", listen_host="127.0.0.1", port=ssh_lab.free_port(), authorized_keys=authorized, use_pam=True
+        )
+        assert "UsePAM yes" in spec.config_path.read_text().splitlines()
+        for path in [spec.workdir, *spec.workdir.iterdir(), authorized]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        known = work / "known_hosts"
+        write_known_hosts(known, [spec])
+        with spec.log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *spec.argv], stdout=log, stderr=log
+            )
+        try:
+            wait_ready(spec.host, spec.port, 5, proc=proc)
+            as_nobody = ssh_lab.site(ssh_lab.write_site("nobody", {"wn048.lab": spec.port}, known_hosts=known, ssh={"user": "nobody"}))
+            with SessionPool(as_nobody, global_known_hosts=()) as pool:
+                # logged in: nobody's shell is nologin, so the command itself is refused by the shell
+                result = pool.session("wn048.lab").run("true", remote_kill=False)
+                assert (result.exit_status, result.stdout) == (1, "This account is currently not available.\n")
+            as_root = ssh_lab.site(ssh_lab.write_site("nobody-root", {"wn048.lab": spec.port}, known_hosts=known, ssh={"user": "root"}))
+            with SessionPool(as_root, global_known_hosts=()) as pool:
+                # an unprivileged sshd cannot become anyone else: root's key is accepted, its session is not
+                refused = pool.session("wn048.lab").run("true")
+                assert (refused.exit_status, refused.stderr.strip()) == (255, "Failed to set uids to 0.")
+        finally:
+            stop_sshd(proc)
+        assert "Accepted publickey for nobody from 127.0.0.1" in spec.log_path.read_text()
+    finally:
+        shutil.rmtree(work)
