@@ -599,17 +599,22 @@ class SessionPool:
                 self._sessions[host] = fresh
             return fresh
 
-    def connect(self, host: str) -> Session:
+    def connect(self, host: str | WN) -> Session:
         """A new session to ``host`` (not cached; close it yourself).
+
+        Args:
+            host: a WN name (looked up in the inventory) or a ``WN`` with its own address and port.
 
         Raises:
             SshError: naming the host.
             ConfigError: a bad jump host setting.
         """
+        wn = host if isinstance(host, WN) else self.inventory.wn(host)
         with self._lock:
             if self._closed:
-                raise SshError(host, "the session pool is closed")
-        target = self.target(host)
+                raise SshError(wn.name, "the session pool is closed")
+        target = resolve_target(self.site, wn, self._config)
+        host = wn.name
         sock: socket.socket | paramiko.Channel
         if target.jump is not None:
             sock = self._via_jump(target)

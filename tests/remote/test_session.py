@@ -321,3 +321,12 @@ def test_wn_down_behind_a_working_jump_host(ssh_lab: Any) -> None:
         assert info.value.outcome == "unreachable from jump host"
         # the shared jump session still carries the others
         assert pool.session("wn003.lab").run("true").ok
+
+
+def test_connect_to_a_wn_given_directly(ssh_lab: Any) -> None:
+    from siteadmin.inventory import WN
+
+    spec = ssh_lab.spec("wn003.lab")
+    with SessionPool(ssh_lab.site()) as pool, pool.connect(WN("wn777.lab", "127.0.0.1", spec.port, ())) as session:
+        assert session.host == "wn777.lab"
+        assert session.run("echo $SSH_CONNECTION").stdout.split()[3] == str(spec.port)
