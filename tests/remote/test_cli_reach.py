@@ -84,3 +84,8 @@ def test_reach_unknown_host_is_a_usage_error(ssh_lab: Any) -> None:
     assert code == 2
     assert out == ""
     assert err == "siteadmin: hosts: wn999.lab: not a WN of this site (see `siteadmin hosts` for the site's WNs)\n"
+
+
+def test_reach_parallel_must_be_positive(ssh_lab: Any) -> None:
+    code, out, err = _run("reach", "--parallel", "0", "--site", str(ssh_lab.site_path))
+    assert (code, out, err) == (2, "", "siteadmin: usage: --parallel 0: must be 1 or more\n")
