@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import threading
 from pathlib import Path
 
 from siteadmin.errors import ConfigError
@@ -18,25 +19,42 @@ from siteadmin.errors import ConfigError
 MASK = "********"
 
 
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, mode 0600 from the first byte (any file holding secrets).
+
+    A temp file in the same directory is created with O_EXCL and mode 0600 (whatever the
+    umask), written, synced, then renamed over ``path``, so no reader ever sees a partial or
+    wider-open file; the temp file is removed when anything fails.
+
+    Raises:
+        OSError: the directory is missing or not writable (callers say what the file was for).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_secret_file(path: Path, value: str) -> None:
-    """Atomically write ``value`` to ``path`` with mode 0600 from the first byte.
+    """Atomically write a one-line secret to ``path`` with mode 0600 from the first byte.
 
     Raises:
         ConfigError: when the value holds a newline or NUL, or the file cannot be written.
     """
     if any(c in value for c in "\n\r\0"):
         raise ConfigError(f"{path}: a secret must be one line without control characters")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private_file(path, value + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write secret file: {exc.strerror}") from None
 
 

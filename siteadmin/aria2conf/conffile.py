@@ -14,9 +14,6 @@ profile that parses strictly means exactly what it says.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from siteadmin.errors import ConfigError
 
 STRIP = " \t\r\n"
@@ -89,25 +86,3 @@ def format_line(name: str, value: str) -> str:
         if any(c in part for c in FORBIDDEN):
             raise ConfigError(f"{name if what == 'value' else repr(name)}: the {what} holds a newline, CR or NUL")
     return f"{name}={value}"
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600 from the first byte.
-
-    A temp file in the same directory is created with O_EXCL and mode 0600, written, synced,
-    then renamed over ``path``, so no reader ever sees a partial or wider-open file.
-
-    Raises:
-        OSError: the directory is not writable (callers turn it into a ConfigError).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from siteadmin.aria2conf.catalogue import CATALOGUE, Kind, OptionSpec, mask_value
-from siteadmin.aria2conf.conffile import write_private_file
 from siteadmin.errors import ConfigError
-from siteadmin.secrets import MASK
+from siteadmin.secrets import MASK, write_private_file
 
 CONTROL = ("\n", "\r", "\0")
 

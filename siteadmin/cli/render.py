@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from siteadmin.aria2conf import PLACEHOLDER_HOST, Finding, Rendered, allowed_rules, aria2c_path, check_with_aria2c, lint, render
-from siteadmin.aria2conf.conffile import write_private_file
 from siteadmin.aria2conf.lint import ERROR, RULES
 from siteadmin.errors import ConfigError, ExitCode, UsageError
 from siteadmin.inventory import Inventory, fold
+from siteadmin.secrets import write_private_file
 from siteadmin.site import Site
 
 if False:  # typing only

@@ -25,20 +25,9 @@ from pathlib import Path
 
 from siteadmin.errors import LabError
 from siteadmin.lab import bencode
-from siteadmin.secrets import generate_secret
+from siteadmin.secrets import generate_secret, write_private_file
 
 PACKAGE_VERSION = "v1"
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write a file holding secrets: 0600 from the first byte, atomically replaced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def package_name(size_mb: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from siteadmin.lab.central import write_private_file
+from siteadmin.secrets import write_private_file
 
 RPC_PORT = 6800
 BT_PORT = 6881

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from siteadmin.aria2conf import parse_conf
-from siteadmin.aria2conf.conffile import write_private_file
 from siteadmin.errors import ConfigError
+from siteadmin.secrets import write_private_file
 
 
 def test_plain_file() -> None:

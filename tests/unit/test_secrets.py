@@ -1,0 +1,68 @@
+"""Secret files: 0600 from the first byte, atomic, refused when open to others."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from siteadmin.errors import ConfigError
+from siteadmin.secrets import generate_secret, read_secret_file, write_private_file, write_secret_file
+
+
+def test_secret_file_is_0600_even_under_umask_0(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        path = tmp_path / "deep" / "rpc-secret"
+        write_secret_file(path, "s3cret-value")
+        write_private_file(tmp_path / "conf", "rpc-secret=x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "conf").stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert read_secret_file(path) == "s3cret-value"
+    assert [p.name for p in path.parent.iterdir()] == ["rpc-secret"]  # no temp file left
+
+
+def test_replacing_keeps_the_old_content_until_the_new_is_complete(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    write_secret_file(path, "first")
+    write_secret_file(path, "second")
+    assert read_secret_file(path) == "second"
+
+
+@pytest.mark.parametrize("value", ["two\nlines", "cr\rhere", "nul\0here"])
+def test_control_characters_are_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="one line"):
+        write_secret_file(tmp_path / "s", value)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "pw"
+    path.write_text("pw\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        read_secret_file(path, "LDAP password")
+    assert "readable by others" in info.value.message
+    assert "chmod 600" in (info.value.hint or "")
+    assert "pw\n" not in info.value.one_line()
+
+
+def test_empty_or_missing_secret_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    write_private_file(empty, "")
+    with pytest.raises(ConfigError, match="one non-empty line"):
+        read_secret_file(empty)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_secret_file(tmp_path / "missing")
+
+
+def test_generated_secrets_are_long_and_distinct() -> None:
+    values = {generate_secret() for _ in range(100)}
+    assert len(values) == 100
+    assert all(len(v) >= 43 for v in values)
