@@ -336,7 +336,7 @@ def _tls_reason(exc: BaseException) -> str | None:
 # ---------------------------------------------------------------- TLS
 
 
-class _VerifiedTls(ldap3.Tls):  # type: ignore[misc]
+class VerifiedTls(ldap3.Tls):  # type: ignore[misc]
     """ldap3's Tls with the standard library doing the host name check.
 
     ldap3 2.9.1 switches the context's check off and calls ``ssl.match_hostname``, which warns
@@ -439,7 +439,7 @@ class Directory:
             ConfigError: no password for the bind DN.
         """
         password = self._secret()
-        tls = _VerifiedTls(self.host, self.cfg.ca_file) if self._use_tls() else None
+        tls = VerifiedTls(self.host, self.cfg.ca_file) if self._use_tls() else None
         server = ldap3.Server(self.host, port=self.port, use_ssl=self.ldaps, tls=tls, get_info=ldap3.NONE, connect_timeout=self.cfg.timeout)
         conn = ldap3.Connection(
             server,

@@ -172,3 +172,17 @@ def test_vobox_gets_lab_routes_only_and_forwarding_is_router_only(lab: Lab) -> N
     assert lab.exec_in(lab.wn_ns("wn001.lab"), sysctl).stdout.strip() == "0"
     bridge = lab.exec_in(lab.router_ns, ["ip", "-d", "link", "show", "br0"]).stdout
     assert "mcast_snooping 0" in bridge
+
+
+def test_ldap_check_refuses_a_server_the_ca_does_not_vouch_for(lab: Lab, tmp_path: Path) -> None:
+    from siteadmin.lab import health
+    from siteadmin.lab.tls import make_ca
+
+    ldap = lab.state["ldap"]
+    args = (ldap["ldaps_url"], ldap["reader_dn"], Path(ldap["reader_password_file"]), ldap["base"])
+    good = health.check_ldap(args[0], Path(ldap["ca_file"]), *args[1:])
+    assert good.ok, good.detail
+    other = make_ca(tmp_path / "other-ca")
+    bad = health.check_ldap(args[0], other.cert, *args[1:])
+    assert not bad.ok
+    assert "CERTIFICATE_VERIFY_FAILED" in bad.detail or "certificate verify failed" in bad.detail
