@@ -8,6 +8,7 @@ machine costs ~140 ms of CPU), so that sweep is CPU-bound and its ceiling is abo
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -45,8 +46,8 @@ def main() -> int:
         sweep(site, hosts, 32, command)  # warm up: page cache, sshd first-connection work
         results = {}
         for name, work in (("connect", connect), ("command", command)):
-            serial = best_of(3, lambda w=work: sweep(site, hosts, 1, w))  # type: ignore[misc]
-            parallel = best_of(3, lambda w=work: sweep(site, hosts, 32, w))  # type: ignore[misc]
+            serial = best_of(3, functools.partial(sweep, site, hosts, 1, work))
+            parallel = best_of(3, functools.partial(sweep, site, hosts, 32, work))
             results[name] = (serial, parallel)
     serial, parallel = results["connect"]
     report(f"connect to {WNS} WNs", parallel, serial, "parallel >= 4x faster than serial", serial / parallel >= 4)

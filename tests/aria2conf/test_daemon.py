@@ -21,7 +21,7 @@ from siteadmin.aria2conf.validate import to_text
 from siteadmin.cli import main
 from siteadmin.site import load_site
 
-from .conftest import GOOD, Daemon, free_port  # type: ignore[import-not-found]
+from .conftest import GOOD, Daemon, free_port
 
 HOST = "wn001.example.org"
 

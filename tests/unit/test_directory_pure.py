@@ -134,7 +134,7 @@ def test_modify_ldif_base64_dn() -> None:
 
 
 def _rec(line: int, **event: object) -> AuditRecord:
-    base = {"site": "LAB", "ce": "CE1", "outcome": "ok", "when": "T"}
+    base: dict[str, object] = {"site": "LAB", "ce": "CE1", "outcome": "ok", "when": "T"}
     base.update(event)
     return AuditRecord(line, base)
 
