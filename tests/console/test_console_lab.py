@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.widgets import DataTable, TabbedContent
+from textual.widgets import DataTable, Static, TabbedContent
 
 from siteadmin.directory import Directory
 from siteadmin.lab import Lab
@@ -47,3 +47,26 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
             ["disable", "CE4", "Torrent", "Parrot", "ok"],
             ["enable", "CE4", "Parrot", "Torrent", "ok"],
         ]
+
+
+async def test_a_toggle_after_someone_else_changed_the_ce_is_refused(lab: Lab) -> None:
+    assert method_of(lab, "CE1") == ("CVMFS",)
+    app = SiteadminApp(lab.site)
+    try:
+        async with app.run_test(size=(140, 45)) as pilot:
+            app.action_show_tab("tab-ces")
+            await settle(app, pilot)
+            table = app.query_one("#ces DataTable", DataTable)
+            table.move_cursor(row=table.get_row_index("CE1"))
+            # another admin switches CE1 while this console still shows CVMFS
+            with Directory(lab.site) as other:
+                other.set_method("CE1", "Parrot")
+            await pilot.press("e")
+            await settle(app, pilot)
+            status = str(app.query_one("#ces .status", Static).render())
+            assert "conflict" in status
+            assert "Parrot" in status
+            assert method_of(lab, "CE1") == ("Parrot",)  # the other admin's change stands
+    finally:
+        with Directory(lab.site) as directory:
+            directory.set_method("CE1", "CVMFS")
