@@ -84,6 +84,24 @@ def generate_secret(bits: int = 256) -> str:
     return secrets.token_urlsafe((bits + 7) // 8)
 
 
+def mask_userinfo(text: str) -> str:
+    """Mask the password of ``[scheme://]user:password@host`` anywhere it may be (a proxy URL).
+
+    Works on malformed values too (no scheme, ``@`` or ``/`` inside the password): everything
+    between the first ``:`` of the user part and the last ``@`` is the password.
+    """
+    if "@" not in text:
+        return text
+    head, _, host = text.rpartition("@")
+    scheme, sep, credentials = head.partition("://")
+    if not sep:
+        scheme, credentials = "", head
+    user, colon, _password = credentials.partition(":")
+    if not colon:
+        return text
+    return f"{scheme}{sep}{user}:{MASK}@{host}"
+
+
 def mask(value: str | None) -> str:
     """What displays show in place of a secret."""
     return MASK if value else ""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from siteadmin.errors import ConfigError
+from siteadmin.secrets import MASK, mask_userinfo
 
 SITE_ENV = "SITEADMIN_SITE"
 """Environment variable naming the site.toml to use (tests point it at a lab)."""
@@ -477,9 +478,6 @@ def load_site(explicit: str | os.PathLike[str] | None = None) -> Site:
 
 
 SECRET_OPTION_RE = re.compile(r"(secret|passwd|password)$")
-MASK = "********"
-URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
-"""user:password@ inside a URL (a proxy): the password is masked on display."""
 
 
 def _plain(value: Any, secret: bool = False) -> Any:
@@ -494,7 +492,7 @@ def _plain(value: Any, secret: bool = False) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str):
-        return URL_PASSWORD_RE.sub(r"\1" + MASK + "@", value)
+        return mask_userinfo(value)
     return value
 
 

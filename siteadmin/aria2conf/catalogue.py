@@ -21,6 +21,8 @@ import math
 import re
 from collections.abc import Callable
 
+from siteadmin.secrets import MASK, mask_userinfo
+
 Check = Callable[[str], "str | None"]
 """A value check: None when aria2 text is fine, else what is allowed."""
 
@@ -447,8 +449,6 @@ def mask_value(name: str, value: str, mask: str = "********") -> str:
     if spec.secret:
         return mask
     if spec.kind is Kind.PROXY:
-        info = proxy_userinfo(value)
-        if info:
-            user = info.split(":", 1)[0]
-            return value.replace(info + "@", f"{user}:{mask}@", 1)
+        # whether or not the value parses: a malformed proxy URL still holds a password
+        return mask_userinfo(value).replace(MASK, mask)
     return value

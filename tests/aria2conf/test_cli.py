@@ -151,3 +151,18 @@ def test_bad_input_is_one_line_without_traceback(site_file: Path, command: str, 
     assert len(err.splitlines()) == 1, err
     assert expected in err
     assert "Traceback" not in err and "leaky-secret-value" not in err and "rpc-listen-all=true" not in err
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["http://user:p@ss/Secret-Value@proxy:3128", "user:Secret-Value@proxy.example.org:3128/x", "http://u:Secret-Value@@bad host"],
+)
+def test_a_malformed_proxy_url_never_shows_its_password(tmp_path: Path, proxy: str) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(f'[site]\nname = "X"\n[aria2c.options]\nall-proxy = "{proxy}"\n')
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--site", str(site), "render"], out=out, err=err)
+    assert code == 2
+    assert len(err.getvalue().splitlines()) == 1
+    assert "all-proxy" in err.getvalue()
+    assert "Secret-Value" not in out.getvalue() + err.getvalue()

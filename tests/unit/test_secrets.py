@@ -66,3 +66,21 @@ def test_generated_secrets_are_long_and_distinct() -> None:
     values = {generate_secret() for _ in range(100)}
     assert len(values) == 100
     assert all(len(v) >= 43 for v in values)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://alice:pw@proxy:3128", "http://alice:********@proxy:3128"),
+        ("alice:Sup3rSecret@proxy.example.org:3128", "alice:********@proxy.example.org:3128"),
+        ("http://user:p@ss/Secret@proxy:3128", "http://user:********@proxy:3128"),
+        ("https://u:a:b:c@h", "https://u:********@h"),
+        ("http://proxy:3128", "http://proxy:3128"),
+        ("admin@bastion:2222", "admin@bastion:2222"),
+        ("plain text", "plain text"),
+    ],
+)
+def test_mask_userinfo(text: str, shown: str) -> None:
+    from siteadmin.secrets import mask_userinfo
+
+    assert mask_userinfo(text) == shown

@@ -203,12 +203,16 @@ def test_config_show_json_on_defaults_masks_secrets(tmp_path: Path, monkeypatch:
     path.write_text(
         '[aria2c.options]\nrpc-secret = "s3cr3t-value"\nhttp-proxy-passwd = "pw-value"\n'
         'all-proxy = "http://alice:url-pw-value@proxy.example.org:3128"\n'
+        'http-proxy = "bob:noscheme-pw-value@proxy.example.org:3128"\n'
+        'https-proxy = "http://carol:odd/pw@value@proxy.example.org:3128"\n'
     )
     out = io.StringIO()
     assert main(["--site", str(path), "config", "show", "--json"], out=out, err=io.StringIO()) == 0
     assert "s3cr3t-value" not in out.getvalue()
     assert "pw-value" not in out.getvalue()
     assert "url-pw-value" not in out.getvalue()
+    assert "noscheme-pw-value" not in out.getvalue()
+    assert "odd/pw" not in out.getvalue() and "pw@value" not in out.getvalue()
     assert json.loads(out.getvalue())["aria2c"]["options"]["all-proxy"] == "http://alice:********@proxy.example.org:3128"
     assert json.loads(out.getvalue())["aria2c"]["options"]["rpc-secret"] == "********"
 
