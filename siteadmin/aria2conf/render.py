@@ -184,18 +184,21 @@ def masked(options: Mapping[str, str]) -> dict[str, str]:
     return {k: mask_value(k, v, MASK) for k, v in options.items()}
 
 
-def options_hash(options: Mapping[str, str]) -> str:
+def options_hash(options: Mapping[str, str], key: str | None = None) -> str:
     """Content hash of a set of options, independent of order, comments and template.
 
-    HMAC-SHA256 keyed with the RPC secret when there is one, so the hash shown in masked
-    displays cannot be used to guess a weak proxy password offline; plain SHA-256 otherwise.
+    HMAC-SHA256 keyed with ``key`` (the site's RPC secret; the profile's own rpc-secret when no
+    key is given), so the hash shown in masked displays cannot be used to guess a weak proxy
+    password offline. With no key at all the hash is plain SHA-256 over the options with every
+    secret masked: it then says nothing about secrets, and does not change when only a secret does.
     """
-    canonical = "".join(f"{k}={options[k]}\n" for k in sorted(options)).encode()
-    key = options.get("rpc-secret", "")
+    key = key or options.get("rpc-secret") or None
     if key:
         import hmac
 
+        canonical = "".join(f"{k}={options[k]}\n" for k in sorted(options)).encode()
         return "hmac-sha256:" + hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
+    canonical = "".join(f"{k}={mask_value(k, options[k])}\n" for k in sorted(options)).encode()
     return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
@@ -299,7 +302,8 @@ def render(site: Site, host: str, create_secret: bool = True) -> Rendered:
         to anything but the profile's options.
     """
     profile = build_profile(site, host, create_secret)
-    digest = options_hash(profile.options)
+    # keyed even when RPC is off, so the hash on screen never helps guess a proxy password
+    digest = options_hash(profile.options, profile.options.get("rpc-secret") or site_rpc_secret(site, create=create_secret))
     env = template_environment(site)
     text = _render_text(env, site, profile, profile.options, digest)
     hidden = masked(profile.options)

@@ -105,8 +105,9 @@ def test_ports_are_checked_against_the_sites_firewall(make_site: SiteFactory) ->
 
 def test_secret_strength_estimate() -> None:
     assert secret_bits(generate_secret(256)) >= 250
-    # every generated secret passes, whichever characters chance gave it
-    assert min(secret_bits(generate_secret(128)) for _ in range(2000)) >= 128
+    # every secret siteadmin generates (256 bits) passes the 128-bit rule, whichever characters
+    # chance gave it; the estimate is conservative, so a 22-character one may score below 128
+    assert min(secret_bits(generate_secret()) for _ in range(5000)) >= 128
     assert secret_bits("abcdefghijABCDEFGHIJab") >= 128  # 22 base64url characters without digits
     assert secret_bits("abcdefghijABCDEFGHIJ") < 128  # 20 characters are 120 bits
     assert secret_bits("a" * 100) < 128

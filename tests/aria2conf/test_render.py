@@ -315,3 +315,27 @@ def test_builtin_templates_are_found_in_a_wheel_layout(tmp_path: Path) -> None:
     (installed / "siteadmin" / "_templates" / "aria2c.conf.j2").unlink()
     failed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(installed)})
     assert failed.returncode != 0 and "built-in templates not found" in failed.stderr
+
+
+def test_the_hash_never_helps_guess_a_proxy_password_even_with_rpc_off(make_site: SiteFactory) -> None:
+    import hashlib
+
+    site = make_site("""
+        [aria2c.options]
+        enable-rpc = false
+        all-proxy = "proxy.example.org:3128"
+        all-proxy-user = "alice"
+        all-proxy-passwd = "summer2024"
+        """)
+    rendered = render(site, "wn1")
+    assert "rpc-secret" not in rendered.options
+    assert rendered.hash.startswith("hmac-sha256:")  # keyed with the site's secret all the same
+    # an attacker's guess list against the plain hash of the options finds nothing
+    for guess in ("summer2024", "winter2024", "password"):
+        options = {**rendered.options, "all-proxy-passwd": guess}
+        canonical = "".join(f"{k}={options[k]}\n" for k in sorted(options)).encode()
+        assert "sha256:" + hashlib.sha256(canonical).hexdigest() != rendered.hash
+    # with no key at all, secrets are masked before hashing: the hash does not depend on them
+    unkeyed = options_hash(rendered.options)
+    assert unkeyed == options_hash({**rendered.options, "all-proxy-passwd": "other"})
+    assert unkeyed != options_hash({**rendered.options, "all-proxy-user": "bob"})
