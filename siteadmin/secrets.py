@@ -19,16 +19,8 @@ from siteadmin.errors import ConfigError
 MASK = "********"
 
 
-def write_private_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600 from the first byte (any file holding secrets).
-
-    A temp file in the same directory is created with O_EXCL and mode 0600 (whatever the
-    umask), written, synced, then renamed over ``path``, so no reader ever sees a partial or
-    wider-open file; the temp file is removed when anything fails.
-
-    Raises:
-        OSError: the directory is missing or not writable (callers say what the file was for).
-    """
+def _private_temp(path: Path, text: str) -> Path:
+    """A synced temp file beside ``path`` holding ``text``, created 0600 with O_EXCL (whatever the umask)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -37,10 +29,52 @@ def write_private_file(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, mode 0600 from the first byte (any file holding secrets).
+
+    The text goes to a 0600 temp file in the same directory, synced, then renamed over ``path``,
+    so no reader ever sees a partial or wider-open file; the temp file is removed when anything fails.
+
+    Raises:
+        OSError: the directory is missing or not writable (callers say what the file was for).
+    """
+    tmp = _private_temp(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def create_secret_file(path: Path, value: str) -> str:
+    """Create a one-line secret file unless one exists; return the secret the file holds.
+
+    Two siteadmin runs creating the site's secret at once both end up with the same secret:
+    the file is linked into place only if absent (never replaced), and the loser reads the winner's.
+
+    Raises:
+        ConfigError: the value holds a control character, or the file cannot be created or read.
+    """
+    if any(c in value for c in "\n\r\0"):
+        raise ConfigError(f"{path}: a secret must be one line without control characters")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = _private_temp(path, value + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create secret file: {exc.strerror}") from None
+    return read_secret_file(path)
 
 
 def write_secret_file(path: Path, value: str) -> None:

@@ -27,7 +27,7 @@ from siteadmin.aria2conf.conffile import FORBIDDEN, format_line, parse_conf
 from siteadmin.aria2conf.validate import check_options
 from siteadmin.errors import ConfigError
 from siteadmin.inventory import Inventory
-from siteadmin.secrets import MASK, generate_secret, read_secret_file, write_secret_file
+from siteadmin.secrets import MASK, create_secret_file, generate_secret, read_secret_file
 from siteadmin.site import Site
 
 PLACEHOLDER_HOST = "wn.example.org"
@@ -113,8 +113,7 @@ def site_rpc_secret(site: Site, create: bool = True) -> str | None:
         return read_secret_file(path, "aria2c RPC secret")
     if not create:
         return None
-    write_secret_file(path, generate_secret(SECRET_BITS))
-    return read_secret_file(path, "aria2c RPC secret")
+    return create_secret_file(path, generate_secret(SECRET_BITS))
 
 
 # ---------------------------------------------------------------- profiles

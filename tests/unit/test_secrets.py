@@ -27,11 +27,62 @@ def test_secret_file_is_0600_even_under_umask_0(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["rpc-secret"]  # no temp file left
 
 
-def test_replacing_keeps_the_old_content_until_the_new_is_complete(tmp_path: Path) -> None:
-    path = tmp_path / "secret"
-    write_secret_file(path, "first")
-    write_secret_file(path, "second")
-    assert read_secret_file(path) == "second"
+def test_readers_never_see_a_partial_file_while_it_is_replaced(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "conf"
+    size = 1 << 20
+    write_private_file(path, "A" * size)
+    seen: set[tuple[str, int]] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            text = path.read_text()
+            seen.add((text[:1], len(text)))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(40):
+            write_private_file(path, ("B" if i % 2 == 0 else "A") * size)
+    finally:
+        done.set()
+        reader.join()
+    assert seen <= {("A", size), ("B", size)}
+    assert len(seen) == 2  # the reader really saw both versions
+
+
+def test_the_temp_file_is_0600_while_data_is_written(tmp_path: Path) -> None:
+    import threading
+
+    old = os.umask(0)
+    modes: set[int] = set()
+    try:
+        for _ in range(5):
+            done = threading.Event()
+
+            def watch() -> None:
+                while not done.is_set():
+                    for entry in tmp_path.glob(".conf.*.tmp"):
+                        try:
+                            modes.add(stat.S_IMODE(entry.stat().st_mode))
+                        except FileNotFoundError:
+                            pass
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                write_private_file(tmp_path / "conf", "x" * (64 << 20))
+            finally:
+                done.set()
+                watcher.join()
+            if modes:
+                break
+    finally:
+        os.umask(old)
+    assert modes, "the temp file was never observed"
+    assert modes == {0o600}
 
 
 @pytest.mark.parametrize("value", ["two\nlines", "cr\rhere", "nul\0here"])
@@ -84,3 +135,37 @@ def test_mask_userinfo(text: str, shown: str) -> None:
     from siteadmin.secrets import mask_userinfo
 
     assert mask_userinfo(text) == shown
+
+
+def test_racing_creators_all_get_the_secret_on_disk(tmp_path: Path) -> None:
+    import threading
+
+    from siteadmin.secrets import create_secret_file
+
+    for round_ in range(20):
+        path = tmp_path / f"round{round_}" / "rpc-secret"
+        got: list[str] = []
+        start = threading.Barrier(6)
+
+        def create(value: str, path: Path = path, got: list[str] = got, start: threading.Barrier = start) -> None:
+            start.wait()
+            got.append(create_secret_file(path, value))
+
+        threads = [threading.Thread(target=create, args=(f"secret-{i}",)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        on_disk = read_secret_file(path)
+        assert got == [on_disk] * 6
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert [p.name for p in path.parent.iterdir()] == ["rpc-secret"]
+
+
+def test_an_existing_secret_is_never_replaced(tmp_path: Path) -> None:
+    from siteadmin.secrets import create_secret_file
+
+    path = tmp_path / "s"
+    write_secret_file(path, "first")
+    assert create_secret_file(path, "second") == "first"
+    assert read_secret_file(path) == "first"
