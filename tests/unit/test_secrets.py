@@ -62,7 +62,7 @@ def test_the_temp_file_is_0600_while_data_is_written(tmp_path: Path) -> None:
         for _ in range(5):
             done = threading.Event()
 
-            def watch() -> None:
+            def watch(done: threading.Event = done) -> None:
                 while not done.is_set():
                     for entry in tmp_path.glob(".conf.*.tmp"):
                         try:
