@@ -98,7 +98,8 @@ def record(path: Path, event: Mapping[str, Any]) -> dict[str, Any]:
         line = json.dumps(full, ensure_ascii=False, sort_keys=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"audit event cannot be written as JSON: {exc}") from None
-    data = (line + "\n").encode("utf-8")
+    # a value that is not valid UTF-8 (argv bytes arrive as surrogates) is kept, escaped
+    data = (line + "\n").encode("utf-8", "backslashreplace")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         created = not path.exists()

@@ -153,6 +153,12 @@ def check_ce_name(name: str) -> str:
         raise UsageError("a CE name must not be empty")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise UsageError(f"CE name {name!r} holds control characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # bytes that are not UTF-8 reach us from argv as surrogates; LDAP names are UTF-8
+        shown = name.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise UsageError(f"CE name '{shown}' is not valid UTF-8 text") from None
     return name
 
 

@@ -223,3 +223,28 @@ def test_zz_no_password_in_any_output_or_audit_log(lab: Any, make_site: MakeSite
     for secret in secrets:
         for text in TRANSCRIPT + written:
             assert secret not in text
+
+
+def test_input_that_is_not_utf8_is_refused_in_one_line_and_audited(lab: Any, make_site: MakeSite) -> None:
+    from siteadmin import audit
+    from siteadmin.directory import Directory
+    from siteadmin.errors import UsageError
+    from siteadmin.site import load_site
+
+    site = make_site()
+    bad = "CE1\udcff"  # how argv delivers the byte 0xff
+    for argv in (("ce", "show", bad), ("ce", "set", bad, "Torrent"), ("ce", "enable", "CE2", bad)):
+        code, _, err = run(site, *argv)
+        assert code == 2, argv
+        assert one_error_line(err) == "siteadmin: usage: CE name 'CE1\\udcff' is not valid UTF-8 text"
+    # a refused attempt that reaches the directory is audited, escaped, and the log stays readable
+    loaded = load_site(site)
+    before = audit.read(loaded.audit.path)
+    with Directory(loaded) as directory, pytest.raises(UsageError):
+        directory.set_method("CE1", "Tor\udcffrent")
+    records = audit.read(loaded.audit.path)
+    assert records[: len(before)] == before
+    assert len(records) == len(before) + 1 and records[-1].ok
+    assert records[-1].event is not None
+    # written as the JSON escape \udcff, read back as the same (surrogate) text
+    assert records[-1].event["after"] == "Tor\udcffrent" and records[-1].event["outcome"].startswith("refused")
