@@ -23,6 +23,11 @@ async def settle(app: App[int], pilot: object) -> None:
     await pilot.pause()  # type: ignore[attr-defined]
 
 
+def row_text(table: DataTable[object], index: int) -> list[str]:
+    """A table row as the strings it shows."""
+    return [str(cell) for cell in table.get_row_at(index)]
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,14 +45,14 @@ async def test_console_shows_site_wns_and_ldap_errors(tmp_path: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         overview = app.query_one("#overview DataTable", DataTable)
-        cells = {overview.get_row_at(i)[0]: overview.get_row_at(i)[1] for i in range(overview.row_count)}
+        cells = dict(row_text(overview, i)[:2] for i in range(overview.row_count))
         assert cells["site"] == "TESTSITE"
         assert cells["WNs"].startswith("wn[001-003].example.org")
         app.query_one(TabbedContent).active = "tab-wns"
         await pilot.pause()
         wns = app.query_one("#wns DataTable", DataTable)
         assert wns.row_count == 3
-        assert wns.get_row_at(0)[0] == "wn001.example.org"
+        assert row_text(wns, 0)[0] == "wn001.example.org"
         # LDAP is down: the CE view says so on its status line, the console keeps running
         status = app.query_one("#ces .status", Static)
         assert "unreachable" in str(status.render())
@@ -69,8 +74,23 @@ async def test_console_profile_is_rendered_masked(tmp_path: Path) -> None:
         app.query_one(TabbedContent).active = "tab-profile"
         await settle(app, pilot)
         table = app.query_one("#profile DataTable", DataTable)
-        assert [table.get_row_at(i)[0] for i in range(table.row_count)] == ["wn001.example.org", "wn002.example.org"]
+        assert [row_text(table, i)[0] for i in range(table.row_count)] == ["wn001.example.org", "wn002.example.org"]
         text = str(app.query_one("#profile-text", Static).render())
         assert "rpc-secret=********" in text
         secret = rpc_secret_path(site).read_text().strip()
         assert secret and secret not in text
+
+
+async def test_text_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> None:
+    from siteadmin import audit
+
+    path = tmp_path / "site.toml"
+    path.write_text(f'[site]\nname = "TESTSITE"\n[ldap]\nurl = "ldaps://127.0.0.1:{closed_port()}"\ntimeout = 2\n[audit]\npath = "audit.jsonl"\n')
+    site = load_site(path)
+    audit.record(site.audit.path, {"action": "enable", "ce": "[/oops]", "before": "[bold]x", "after": "Torrent", "outcome": "refused"})
+    app = SiteadminApp(site)
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.action_show_tab("tab-audit")
+        await settle(app, pilot)
+        table = app.query_one("#audit DataTable", DataTable)
+        assert row_text(table, 0)[2:5] == ["enable", "[/oops]", "[bold]x"]

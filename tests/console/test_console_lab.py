@@ -8,7 +8,7 @@ from siteadmin.directory import Directory
 from siteadmin.lab import Lab
 from siteadmin.tui.app import SiteadminApp
 
-from .test_console_frame import settle
+from .test_console_frame import row_text, settle
 
 
 def method_of(lab: Lab, ce: str) -> tuple[str, ...]:
@@ -23,7 +23,7 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
         app.query_one(TabbedContent).active = "tab-ces"
         await settle(app, pilot)
         table = app.query_one("#ces DataTable", DataTable)
-        names = [table.get_row_at(i)[0] for i in range(table.row_count)]
+        names = [row_text(table, i)[0] for i in range(table.row_count)]
         assert {"CE1", "CE2", "CE3", "CE4"} <= set(names)
         table.focus()
         table.move_cursor(row=names.index("CE4"))
@@ -31,7 +31,7 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
         await settle(app, pilot)
         await settle(app, pilot)
         assert method_of(lab, "CE4") == ("Torrent",)
-        row = table.get_row_at(table.get_row_index("CE4"))
+        row = row_text(table, table.get_row_index("CE4"))
         assert row[1:3] == ["Torrent", "yes"]
 
         await pilot.press("d")
@@ -42,7 +42,7 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
         app.query_one(TabbedContent).active = "tab-audit"
         await settle(app, pilot)
         audit = app.query_one("#audit DataTable", DataTable)
-        newest = [audit.get_row_at(i) for i in range(2)]
+        newest = [row_text(audit, i) for i in range(2)]
         assert [r[2:7] for r in newest] == [
             ["disable", "CE4", "Torrent", "Parrot", "ok"],
             ["enable", "CE4", "Parrot", "Torrent", "ok"],

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from siteadmin import audit
-from siteadmin.tui.views.base import View
+from siteadmin.tui.views.base import View, cells
 
 SHOWN = 500
 
@@ -40,15 +40,9 @@ class AuditView(View):
         for record in reversed(records[-SHOWN:]):
             event = record.event
             if event is None:
-                table.add_row("?", "?", "unreadable line", str(record.line), "", "", record.error or "")
+                table.add_row(*cells("?", "?", "unreadable line", record.line, "", "", record.error or ""))
                 continue
-            table.add_row(
-                str(event.get("when", ""))[:19].replace("T", " "),
-                _cell(event.get("user")),
-                _cell(event.get("action")),
-                _cell(event.get("ce")),
-                _cell(event.get("before")),
-                _cell(event.get("after")),
-                _cell(event.get("outcome")),
-            )
+            when = str(event.get("when", ""))[:19].replace("T", " ")
+            fields = ("user", "action", "ce", "before", "after", "outcome")
+            table.add_row(*cells(when, *(_cell(event.get(name)) for name in fields)))
         self.set_status(f"{len(records)} records in {self.site.audit.path}", "ok")

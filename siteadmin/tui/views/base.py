@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -13,6 +14,12 @@ from textual.worker import Worker, WorkerState
 
 from siteadmin.errors import SiteadminError
 from siteadmin.site import Site
+
+
+def cells(*values: object) -> list[Text]:
+    """Table cells shown as plain text: names from LDAP, the audit log or site.toml may hold
+    ``[...]`` that Rich would otherwise read as markup (and fail on)."""
+    return [Text(str(value)) for value in values]
 
 
 class View(Vertical):
@@ -33,7 +40,7 @@ class View(Vertical):
         if self.hint:
             yield Static(self.hint, classes="hint")
         yield from self.compose_body()
-        yield Static("", classes="status", id=f"{self.id}-status")
+        yield Static("", classes="status", id=f"{self.id}-status", markup=False)
 
     def on_mount(self) -> None:
         self.reload()
@@ -68,4 +75,4 @@ class View(Vertical):
             else:
                 message = f"internal error: {type(error).__name__}: {error}"
             self.set_status(message, "error")
-            self.app.notify(message, severity="error", timeout=8)
+            self.app.notify(message, severity="error", timeout=8, markup=False)

@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 
 from siteadmin.directory import CE, Change, Directory
 from siteadmin.tui.messages import SiteChanged
-from siteadmin.tui.views.base import View
+from siteadmin.tui.views.base import View, cells
 
 ALIEN_CACHE_NOTE = "AliEn caches CE settings for up to 600 s before jobs see the change."
 
@@ -43,7 +43,7 @@ class CesView(View):
         table.clear()
         self._ces = {ce.name: ce for ce in data}
         for ce in data:
-            table.add_row(ce.name, ce.install_method or "(none)", "yes" if ce.torrent else "no", ce.host or "-", key=ce.name)
+            table.add_row(*cells(ce.name, ce.install_method or "(none)", "yes" if ce.torrent else "no", ce.host or "-"), key=ce.name)
         if selected in self._ces:
             table.move_cursor(row=table.get_row_index(selected))
         on = sum(ce.torrent for ce in data)
@@ -82,8 +82,8 @@ class CesView(View):
     def _changed(self, change: Change) -> None:
         before = "|".join(change.before) or "(none)"
         if change.outcome == "unchanged":
-            self.app.notify(f"{change.ce}: unchanged ({change.note or before})")
+            self.app.notify(f"{change.ce}: unchanged ({change.note or before})", markup=False)
         else:
-            self.app.notify(f"{change.ce}: {before} -> {change.after} ({change.outcome}). {ALIEN_CACHE_NOTE}", timeout=10)
+            self.app.notify(f"{change.ce}: {before} -> {change.after} ({change.outcome}). {ALIEN_CACHE_NOTE}", timeout=10, markup=False)
         self.post_message(SiteChanged("ce"))
         self.reload()

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from siteadmin.inventory import Inventory, fold
-from siteadmin.tui.views.base import View
+from siteadmin.tui.views.base import View, cells
 
 
 class OverviewView(View):
@@ -40,5 +40,5 @@ class OverviewView(View):
         table = self.query_one(DataTable)
         table.clear()
         for row in data:
-            table.add_row(*row)
+            table.add_row(*cells(*row))
         self.set_status("config loaded", "ok")

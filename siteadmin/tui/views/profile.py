@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static
 from siteadmin.aria2conf import PLACEHOLDER_HOST, Finding, Rendered, lint, render
 from siteadmin.errors import SiteadminError
 from siteadmin.inventory import Inventory
-from siteadmin.tui.views.base import View
+from siteadmin.tui.views.base import View, cells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ProfileView(View):
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, classes="hosts")
             table.add_columns("WN", "hash", "errors", "warnings")
             yield table
-            yield Static("", classes="conf", id="profile-text")
+            yield Static("", classes="conf", id="profile-text", markup=False)
 
     def fetch(self) -> list[HostProfile]:
         hosts = Inventory(self.site).select() or [PLACEHOLDER_HOST]
@@ -56,7 +56,7 @@ class ProfileView(View):
         for p in data:
             errors = sum(f.level == "error" for f in p.findings) + (1 if p.error else 0)
             warnings = sum(f.level == "warning" for f in p.findings)
-            table.add_row(p.host, p.rendered.hash.rsplit(":", 1)[-1][:12] if p.rendered else "-", str(errors), str(warnings), key=p.host)
+            table.add_row(*cells(p.host, p.rendered.hash.rsplit(":", 1)[-1][:12] if p.rendered else "-", errors, warnings), key=p.host)
         bad = sum(1 for p in data if p.error or any(f.level == "error" for f in p.findings))
         self.set_status(f"{len(data)} profiles, {bad} with errors", "error" if bad else "ok")
         if data:

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from siteadmin.inventory import WN, Inventory
-from siteadmin.tui.views.base import View
+from siteadmin.tui.views.base import View, cells
 
 
 class WnsView(View):
@@ -28,5 +28,5 @@ class WnsView(View):
         table = self.query_one(DataTable)
         table.clear()
         for wn in data:
-            table.add_row(wn.name, wn.address, str(wn.port), ",".join(wn.groups) or "-", key=wn.name)
+            table.add_row(*cells(wn.name, wn.address, wn.port, ",".join(wn.groups) or "-"), key=wn.name)
         self.set_status(f"{len(data)} WNs", "ok")
