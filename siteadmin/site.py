@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -80,6 +81,11 @@ def check_port_ranges(value: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def check_timeout(value: float) -> str | None:
+    """Seconds to wait: more than 0 and at most a day."""
+    return None if 0 < value <= 86400 else "seconds greater than 0 and at most 86400"
 
 
 def check_positive(value: int | float) -> str | None:
@@ -197,7 +203,7 @@ class LdapSection:
     ca_file: Path | None = setting(None, "CA bundle to verify the server certificate; empty uses the system CAs.")
     starttls: bool = setting(True, "Upgrade ldap:// connections with StartTLS before binding.")
     insecure: bool = setting(False, "Allow plain ldap:// without TLS (lab or debugging only).")
-    timeout: float = setting(10.0, "Seconds to wait for connect and for each LDAP operation.", check_positive)
+    timeout: float = setting(10.0, "Seconds to wait for connect and for each LDAP operation.", check_timeout)
     install_methods: list[str] = setting(
         ["Torrent", "TorrentPerHost", "CVMFS", "Parrot", "Local"],
         "installMethod values AliEn knows, in their exact (case-sensitive) spelling.",
@@ -258,9 +264,9 @@ class SshSection:
     port: int = setting(22, "SSH port of the WNs.", check_port)
     jump_host: str = setting("", "Bastion to go through, as [user@]host[:port]; empty connects directly.", check_mode_free_text)
     config_file: Path | None = setting(None, "OpenSSH client config to read host aliases from (e.g. ~/.ssh/config).")
-    connect_timeout: float = setting(10.0, "Seconds to wait for the TCP connection.", check_positive)
-    auth_timeout: float = setting(15.0, "Seconds to wait for authentication.", check_positive)
-    command_timeout: float = setting(60.0, "Seconds a remote command may run.", check_positive)
+    connect_timeout: float = setting(10.0, "Seconds to wait for the TCP connection.", check_timeout)
+    auth_timeout: float = setting(15.0, "Seconds to wait for authentication.", check_timeout)
+    command_timeout: float = setting(60.0, "Seconds a remote command may run.", check_timeout)
     parallelism: int = setting(32, "WNs worked on at once.", lambda v: None if 1 <= v <= 1024 else "a number 1-1024")
 
 
@@ -362,8 +368,8 @@ def _convert(key: str, tp: Any, value: Any, base: Path | None) -> Any:
             raise bad
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key} = {_show(value)}: must be a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -372,7 +378,10 @@ def _convert(key: str, tp: Any, value: Any, base: Path | None) -> Any:
     if tp is Path:
         if not isinstance(value, str) or not value or "\0" in value:
             raise bad
-        path = Path(value).expanduser()
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # ~user of a user that does not exist
+            raise ConfigError(f"{key} = {_show(value)}: no such user's home directory") from None
         if base is not None and not path.is_absolute():
             path = base / path
         return path

@@ -77,6 +77,11 @@ BAD = [
     ('[ldap]\ninsecure = "yes"', ["ldap.insecure", "true or false"]),
     ("[ldap]\ntimeout = 0", ["ldap.timeout", "greater than 0"]),
     ("[ldap]\ntimeout = -1.5", ["ldap.timeout", "greater than 0"]),
+    ("[ldap]\ntimeout = inf", ["ldap.timeout", "finite number"]),
+    ("[ldap]\ntimeout = nan", ["ldap.timeout", "finite number"]),
+    ("[ldap]\ntimeout = 1e300", ["ldap.timeout", "at most 86400"]),
+    ('[ldap]\nca_file = "~nosuchuser-xyz/ca.pem"', ["ldap.ca_file", "no such user"]),
+    ("[ssh]\nconnect_timeout = inf", ["ssh.connect_timeout", "finite number"]),
     ("[ldap]\ninstall_methods = []", ["ldap.install_methods", "non-empty"]),
     ('[ldap]\ninstall_methods = ["Tor rent"]', ["ldap.install_methods"]),
     ("[ldap]\npassword_file = 3", ["ldap.password_file", "path"]),
@@ -215,6 +220,14 @@ def test_config_show_json_on_defaults_masks_secrets(tmp_path: Path, monkeypatch:
     assert "odd/pw" not in out.getvalue() and "pw@value" not in out.getvalue()
     assert json.loads(out.getvalue())["aria2c"]["options"]["all-proxy"] == "http://alice:********@proxy.example.org:3128"
     assert json.loads(out.getvalue())["aria2c"]["options"]["rpc-secret"] == "********"
+
+
+def test_config_init_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    err = io.StringIO()
+    assert main(["config", "init", str(tmp_path / "nodir" / "site.toml")], out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith("siteadmin: config: ")
+    assert "No such file or directory" in err.getvalue()
+    assert len(err.getvalue().splitlines()) == 1
 
 
 def test_config_init_writes_loadable_file_and_keeps_existing(tmp_path: Path) -> None:
