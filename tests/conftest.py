@@ -30,7 +30,7 @@ def lab_tools_missing() -> list[str]:
 @pytest.fixture(scope="session")
 def lab_cache_dir(pytestconfig: pytest.Config) -> Path:
     """Package cache kept across test sessions (.pytest_cache/d/siteadmin-lab)."""
-    cache = pytestconfig.cache
+    cache = getattr(pytestconfig, "cache", None)
     if cache is None:  # pragma: no cover - cacheprovider disabled
         return Path(pytestconfig.rootpath, ".lab-cache")
     return Path(cache.mkdir("siteadmin-lab"))
