@@ -8,6 +8,7 @@ any did not; each failed host gets one diagnostic line on stderr.
 from __future__ import annotations
 
 import argparse
+import math
 import threading
 import time
 from typing import Any
@@ -38,6 +39,8 @@ def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
     parallel = args.parallel if args.parallel is not None else site.ssh.parallelism
     if parallel < 1:
         raise UsageError(f"--parallel {parallel}: must be 1 or more")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout {args.timeout:g}: must be a number of seconds greater than 0, like 30")
     cancel = threading.Event()
     start = time.monotonic()
     with SessionPool(site, inventory) as pool:

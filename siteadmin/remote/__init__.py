@@ -7,6 +7,8 @@ one-line, host-naming errors. Core: never imports the CLI or the console.
 
 from __future__ import annotations
 
+import logging
+
 from siteadmin.remote.errors import (
     AuthFailed,
     CommandFailed,
@@ -20,6 +22,14 @@ from siteadmin.remote.errors import (
 from siteadmin.remote.fanout import HostResult, run_on_hosts, summarise
 from siteadmin.remote.session import CommandResult, JumpHost, Session, SessionPool, open_session, parse_jump_host
 from siteadmin.remote.tunnel import Tunnel
+
+# paramiko's transport threads log every failed handshake (a WN that accepts TCP but sends no SSH
+# banner) at ERROR with a traceback; with no handler configured, Python's last-resort handler
+# prints those on stderr. Our errors already say what happened, one line per host.
+_paramiko_log = logging.getLogger("paramiko")
+if not any(isinstance(h, logging.NullHandler) for h in _paramiko_log.handlers):
+    _paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 __all__ = [
     "AuthFailed",

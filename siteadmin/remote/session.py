@@ -33,11 +33,13 @@ import stat
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import paramiko
+from paramiko import sftp as sftp_proto
 from paramiko.hostkeys import HostKeys
 
 from siteadmin.errors import ConfigError
@@ -411,28 +413,44 @@ class Session:
             chan.shutdown_write()
 
     def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        """Write a file on the WN by SFTP: temp file in the same directory, chmod, atomic rename.
+        """Write a file on the WN by SFTP: private temp file in the same directory, final mode, atomic rename.
+
+        The temp file is created with mode 0600 in the SFTP open request itself (and set to 0600
+        again, and checked, before the first byte is written), so a file holding secrets is never
+        readable by others, not even half-written; ``mode`` is applied just before the rename.
+
+        Args:
+            path: absolute path of the file on the WN.
+            data: the whole content.
+            mode: permission bits of the finished file.
 
         Raises:
-            SshError: SFTP refused (no such directory, permission denied, no space).
+            SshError: a path that is not absolute or names no file; SFTP refused (no such
+                directory, permission denied, no space). The temp file is removed on failure.
         """
         directory, _, name = path.rpartition("/")
+        if not path.startswith("/") or not name or name in (".", ".."):
+            raise SshError(self.host, f"cannot write {path!r}: the path must be absolute and name a file, like /etc/aria2/aria2c.conf", outcome="bad path")
         tmp = f"{directory}/.{name}.siteadmin-{uuid.uuid4().hex[:8]}.tmp"
         try:
             sftp = self._client.open_sftp()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshError(self.host, f"cannot start SFTP: {exc}", outcome="sftp failed") from None
+        leftover = True  # from here on, a failure removes the temp file (its random name is ours)
         try:
-            with sftp.open(tmp, "wb") as handle:
+            with _create_private(sftp, tmp) as handle:
+                handle.set_pipelined(True)
                 handle.write(data)
             sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, path)
-        except (OSError, paramiko.SSHException) as exc:
-            with contextlib.suppress(OSError, paramiko.SSHException):
-                sftp.remove(tmp)
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            leftover = False
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             raise SshError(self.host, f"cannot write {path}: {why}", outcome="write failed") from None
         finally:
+            if leftover:
+                with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+                    sftp.remove(tmp)
             sftp.close()
 
     def read_file(self, path: str) -> bytes:
@@ -485,6 +503,37 @@ class Session:
         self._client.close()
 
 
+def _create_private(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
+    """Create ``path`` for writing with mode 0600 set by the open request itself (O_EXCL).
+
+    ``SFTPClient.open`` sends no attributes, so the server creates the file with its default mode
+    (0644 after umask) and a chmod afterwards leaves a window; OpenSSH's sftp-server passes the
+    requested permissions to open(2). paramiko has no public call for this, hence ``_request``.
+    For a server that ignores them the handle is chmodded to 0600 and checked, still empty.
+
+    Raises:
+        OSError: the server refused (exists, no such directory, permission denied), or the file
+            cannot be made private.
+    """
+    attrs = paramiko.SFTPAttributes()
+    attrs.st_mode = 0o600
+    flags = sftp_proto.SFTP_FLAG_WRITE | sftp_proto.SFTP_FLAG_CREATE | sftp_proto.SFTP_FLAG_EXCL
+    kind, msg = sftp._request(sftp_proto.CMD_OPEN, path, flags, attrs)  # type: ignore[attr-defined]  # no public API takes attrs
+    if kind != sftp_proto.CMD_HANDLE:
+        raise paramiko.SSHException(f"SFTP server answered open with message type {kind}")
+    handle = paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
+    try:
+        handle.chmod(0o600)
+        private = not stat.S_IMODE(handle.stat().st_mode or 0) & 0o077
+    except BaseException:
+        handle.close()
+        raise
+    if not private:
+        handle.close()
+        raise OSError(errno.EPERM, "the server does not keep the temp file private (mode 0600)")
+    return handle
+
+
 def _short(command: str, width: int = 60) -> str:
     one = " ".join(command.split())
     return one if len(one) <= width else one[: width - 3] + "..."
@@ -525,6 +574,21 @@ def _load_config(path: Path | None) -> paramiko.SSHConfig | None:
         raise ConfigError(f"ssh.config_file = {path}: cannot parse: {exc}") from None
 
 
+_Sock = TypeVar("_Sock", socket.socket, paramiko.Channel)
+
+
+def _abort(sock: socket.socket | paramiko.Channel) -> None:
+    """Make a socket that another thread is connecting or handshaking on fail now.
+
+    ``shutdown`` wakes a thread blocked in ``connect`` (Linux disconnects a SYN_SENT socket) and
+    makes paramiko's reader see EOF; ``close`` alone would do neither.
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        sock.close()
+
+
 def _connect_error(label: str, where: str, exc: OSError, timeout: float) -> ConnectFailed:
     if isinstance(exc, ConnectionRefusedError):
         return ConnectFailed(label, f"connection refused by {where}", "is sshd running there, on that port?", outcome="connection refused")
@@ -558,6 +622,10 @@ class SessionPool:
         self._sessions: dict[str, Session] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._jumps: dict[JumpHost, paramiko.SSHClient | SshError] = {}
+        self._opened: weakref.WeakSet[Session] = weakref.WeakSet()
+        """Every session ``connect`` handed out, closed with the pool."""
+        self._dialling: set[socket.socket | paramiko.Channel] = set()
+        """Sockets being connected or handshaken on; ``close`` shuts them down so no worker waits out a timeout."""
         self._lock = threading.Lock()
         self._jump_lock = threading.Lock()
         self._closed = False
@@ -600,7 +668,7 @@ class SessionPool:
             return fresh
 
     def connect(self, host: str | WN) -> Session:
-        """A new session to ``host`` (not cached; close it yourself).
+        """A new session to ``host`` (not cached; close it yourself, the pool's ``close`` does at the latest).
 
         Args:
             host: a WN name (looked up in the inventory) or a ``WN`` with its own address and port.
@@ -616,19 +684,41 @@ class SessionPool:
         target = resolve_target(self.site, wn, self._config)
         host = wn.name
         sock: socket.socket | paramiko.Channel
-        if target.jump is not None:
-            sock = self._via_jump(target)
-        else:
-            sock = self._dial(target)
-        client = self._handshake(target, sock)
-        return Session(host, client, target, self.ssh.command_timeout, self.ssh.connect_timeout)
+        try:
+            if target.jump is not None:
+                sock = self._track(host, self._via_jump(target))
+            else:
+                sock = self._dial(target)
+            try:
+                client = self._handshake(target, sock)
+            finally:
+                self._untrack(sock)
+        except SshError as exc:
+            if self._closed:  # the pool was closed under us (Ctrl-C): say so, not "handshake failed"
+                raise SshError(host, "the session pool was closed while connecting", outcome="cancelled") from None
+            raise exc from None
+        session = Session(host, client, target, self.ssh.command_timeout, self.ssh.connect_timeout)
+        with self._lock:
+            if not self._closed:
+                self._opened.add(session)
+                return session
+        session.close()
+        raise SshError(host, "the session pool was closed while connecting", outcome="cancelled")
 
     def close(self) -> None:
-        """Close every session, then the jump host sessions (idempotent)."""
+        """Close every session (cached or from ``connect``), then the jump host sessions (idempotent).
+
+        Connections still being dialled or handshaken on are shut down first, so threads waiting
+        in ``connect`` return at once (with ``cancelled``) instead of at ``ssh.connect_timeout``.
+        """
         with self._lock:
             self._closed = True
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
+            dialling, self._dialling = list(self._dialling), set()
+            sessions, self._sessions = [*self._sessions.values(), *self._opened], {}
+            self._opened = weakref.WeakSet()
+        for sock in dialling:
+            _abort(sock)
+        for session in dict.fromkeys(sessions):
             session.close()
         with self._jump_lock:
             jumps, self._jumps = list(self._jumps.values()), {}
@@ -652,15 +742,31 @@ class SessionPool:
             ) from None
         last: OSError = OSError(f"no address for {target.address}")
         for family, kind, proto, _, addr in infos:
-            sock = socket.socket(family, kind, proto)
+            sock = self._track(target.label, socket.socket(family, kind, proto))
             sock.settimeout(timeout)
             try:
                 sock.connect(addr)
-                return sock
+                return sock  # still tracked: the caller untracks it after the handshake
             except OSError as exc:
+                self._untrack(sock)
                 sock.close()
                 last = exc
+            if self._closed:
+                break
         raise _connect_error(target.label, where, last, timeout)
+
+    def _track(self, label: str, sock: _Sock) -> _Sock:
+        """Remember a socket being connected, so ``close`` can abort it; refused once closed."""
+        with self._lock:
+            if not self._closed:
+                self._dialling.add(sock)
+                return sock
+        sock.close()
+        raise SshError(label, "the session pool is closed", outcome="cancelled")
+
+    def _untrack(self, sock: socket.socket | paramiko.Channel) -> None:
+        with self._lock:
+            self._dialling.discard(sock)
 
     def _via_jump(self, target: Target) -> paramiko.Channel:
         assert target.jump is not None
@@ -697,11 +803,16 @@ class SessionPool:
             elif known is not None:
                 return known
             target = resolve_jump(self.site, jump, self._config)
+            sock: socket.socket | None = None
             try:
-                client = self._handshake(target, self._dial(target))
+                sock = self._dial(target)
+                client = self._handshake(target, sock)
             except SshError as exc:
                 self._jumps[jump] = exc
                 return exc
+            finally:
+                if sock is not None:
+                    self._untrack(sock)
             self._jumps[jump] = client
             return client
 

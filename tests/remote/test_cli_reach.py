@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from siteadmin.cli import main
 from siteadmin.lab.sshd import known_hosts_line
@@ -89,3 +98,114 @@ def test_reach_unknown_host_is_a_usage_error(ssh_lab: Any) -> None:
 def test_reach_parallel_must_be_positive(ssh_lab: Any) -> None:
     code, out, err = _run("reach", "--parallel", "0", "--site", str(ssh_lab.site_path))
     assert (code, out, err) == (2, "", "siteadmin: usage: --parallel 0: must be 1 or more\n")
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "-inf"])
+def test_reach_timeout_must_be_finite_and_positive(ssh_lab: Any, value: str) -> None:
+    code, out, err = _run("reach", f"--timeout={value}", "--site", str(ssh_lab.site_path))
+    shown = f"{float(value):g}"
+    assert (code, out, err) == (2, "", f"siteadmin: usage: --timeout {shown}: must be a number of seconds greater than 0, like 30\n")
+
+
+@contextlib.contextmanager
+def _fake_wn(behaviour: str) -> Iterator[int]:
+    """A TCP listener on 127.0.0.1 that is no sshd: ``close`` hangs up at once, ``garbage`` sends
+    an HTTP answer and hangs up, ``silent`` accepts and never says anything, ``blackhole`` never
+    accepts (its backlog is full, so a connect waits for the SYN's answer that never comes)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if behaviour == "garbage":
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
+            if behaviour == "silent":
+                held.append(conn)
+            else:
+                conn.close()
+
+    server = None
+    if behaviour == "blackhole":
+        filler = socket.create_connection(("127.0.0.1", port), timeout=2)  # fills the accept queue
+        held.append(filler)
+    else:
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        if server is not None:
+            server.join(2)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def _no_ssh_site(ssh_lab: Any, ports: dict[str, int], connect_timeout: float) -> Path:
+    nodes = {"wn001.lab": ssh_lab.spec("wn001.lab").port, **ports}
+    return ssh_lab.write_site(f"nossh{len(ports)}", nodes, ssh={"connect_timeout": connect_timeout})  # type: ignore[no-any-return]
+
+
+def _siteadmin(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "siteadmin", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+    )
+
+
+def test_reach_hosts_without_sshd_give_one_line_each_and_no_traceback(ssh_lab: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with _fake_wn("close") as closes, _fake_wn("garbage") as garbage, _fake_wn("silent") as silent:
+        site = _no_ssh_site(ssh_lab, {"wn002.lab": closes, "wn003.lab": garbage, "wn004.lab": silent}, 1.0)
+        results = [_run("reach", "--site", str(site))]
+        time.sleep(0.2)  # paramiko's transport threads log as they die
+        # in-process, pytest's handlers on the root logger hide the last-resort handler: check
+        # that paramiko's records stop at its own logger instead of reaching the root
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("paramiko")] == []
+        # paramiko logs through Python's last-resort handler, which writes to the real sys.stderr
+        proc = _siteadmin("--site", str(site), "reach")
+        out, err = proc.communicate(timeout=20)
+        results.append((proc.returncode, out, err))
+    for code, out, err in results:
+        assert "Traceback" not in err
+        assert "Exception" not in err
+        assert code == 1
+        assert out.splitlines() == ["wn001.lab: ok", "wn[002-004].lab: ssh handshake failed"]
+        lines = err.splitlines()
+        assert len(lines) == 4, err
+        for line, host, port in zip(lines, ("wn002.lab", "wn003.lab", "wn004.lab"), (closes, garbage, silent), strict=False):
+            assert line.startswith(f"siteadmin: unreachable: {host}: SSH handshake with {ssh_lab.user}@127.0.0.1:{port} failed")
+        assert lines[3].startswith("siteadmin: 3 of 4 WNs not reached (wn[002-004].lab) in ")
+
+
+def test_reach_ctrl_c_exits_at_once_while_connects_hang(ssh_lab: Any) -> None:
+    with _fake_wn("blackhole") as blackhole, _fake_wn("silent") as silent:
+        site = _no_ssh_site(ssh_lab, {"wn002.lab": blackhole, "wn003.lab": silent}, 30.0)
+        proc = _siteadmin("--site", str(site), "reach")
+        try:
+            time.sleep(1.5)  # interpreter start-up, then both connects are hanging
+            assert proc.poll() is None
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=10)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130, err
+    assert took < 3, f"exit took {took:.1f} s after SIGINT"
+    assert "Traceback" not in err
+    assert err == "siteadmin: interrupted\n"
+    assert out == ""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -330,3 +333,91 @@ def test_connect_to_a_wn_given_directly(ssh_lab: Any) -> None:
     with SessionPool(ssh_lab.site()) as pool, pool.connect(WN("wn777.lab", "127.0.0.1", spec.port, ())) as session:
         assert session.host == "wn777.lab"
         assert session.run("echo $SSH_CONNECTION").stdout.split()[3] == str(spec.port)
+
+
+def test_put_file_temp_file_is_private_while_written(ssh_lab: Any, tmp_path: Path) -> None:
+    # the sshd is on this machine: watch the target directory while a large secret file is written
+    target = tmp_path / "aria2c.conf"
+    data = b"rpc-secret=" + os.urandom(24).hex().encode() + b"\n" + b"#" * (48 << 20)
+    observed: set[tuple[str, int, int]] = set()  # name, mode, size
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            for entry in os.scandir(tmp_path):
+                if entry.name.startswith(".aria2c.conf."):
+                    with contextlib.suppress(FileNotFoundError):
+                        info = entry.stat(follow_symlinks=False)
+                        observed.add((entry.name, stat.S_IMODE(info.st_mode), info.st_size))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with SessionPool(ssh_lab.site()) as pool:
+        session = pool.session("wn001.lab")
+        watcher.start()
+        try:
+            session.put_file(str(target), data, mode=0o644)
+        finally:
+            done.set()
+            watcher.join(5)
+    # until the last byte is in, nobody else may read it; the final mode comes just before the rename
+    partial = [(name, oct(mode), size) for name, mode, size in observed if size < len(data)]
+    assert any(0 < size for _, _, size in partial), f"the temp file was never seen half-written ({len(observed)} observations)"
+    assert [row for row in partial if int(row[1], 8) & 0o077] == []
+    assert target.read_bytes() == data
+    assert oct(stat.S_IMODE(target.stat().st_mode)) == oct(0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aria2c.conf"]
+
+
+@pytest.mark.parametrize("path", ["aria2c.conf", "etc/aria2c.conf", "", "/tmp/", "/tmp/.."])
+def test_put_file_refuses_a_path_that_is_not_absolute(ssh_lab: Any, path: str) -> None:
+    with SessionPool(ssh_lab.site()) as pool, pytest.raises(SshError) as info:
+        pool.session("wn001.lab").put_file(path, b"secret\n")
+    assert info.value.one_line() == f"wn001.lab: cannot write {path!r}: the path must be absolute and name a file, like /etc/aria2/aria2c.conf"
+    assert info.value.outcome == "bad path"
+    assert not os.path.exists("/.aria2c.conf") and not any(p.startswith(".aria2c.conf.siteadmin-") for p in os.listdir("/"))
+
+
+def test_put_file_failure_removes_the_temp_file(ssh_lab: Any, tmp_path: Path) -> None:
+    target = tmp_path / "conf.d"
+    (target / "keep").mkdir(parents=True)  # a non-empty directory: the rename over it fails
+    with SessionPool(ssh_lab.site()) as pool, pytest.raises(SshError) as info:
+        pool.session("wn001.lab").put_file(str(target), b"secret\n", mode=0o600)
+    assert info.value.one_line().startswith(f"wn001.lab: cannot write {target}: ")
+    assert "\n" not in info.value.one_line()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.d"]
+
+
+@pytest.mark.parametrize("server", ["blackhole", "silent"])
+def test_closing_the_pool_aborts_connects_in_flight(ssh_lab: Any, server: str) -> None:
+    # blackhole: the accept queue is full, so the SYN goes unanswered; silent: accepted, no banner
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        held = [socket.create_connection(("127.0.0.1", port), timeout=2)] if server == "blackhole" else []
+        try:
+            site = ssh_lab.site(ssh_lab.write_site(f"hang-{server}", {"wn001.lab": port}, ssh={"connect_timeout": 30.0}))
+            pool = SessionPool(site)
+            errors: list[SshError] = []
+
+            def connect() -> None:
+                try:
+                    pool.connect("wn001.lab")
+                except SshError as exc:
+                    errors.append(exc)
+
+            worker = threading.Thread(target=connect)
+            worker.start()
+            time.sleep(0.5)
+            assert worker.is_alive()
+            start = time.monotonic()
+            pool.close()
+            worker.join(5)
+            took = time.monotonic() - start
+        finally:
+            for sock in held:
+                sock.close()
+    assert not worker.is_alive()
+    assert took < 1.0
+    assert [(e.one_line(), e.outcome) for e in errors] == [("wn001.lab: the session pool was closed while connecting", "cancelled")]
