@@ -203,6 +203,28 @@ class Lab:
         self._own_ns(ns)
         netns.flush_nft(ns)
 
+    def cut_cern(self, wns: Iterable[str] = (), *, allow_tcp_ports: Iterable[int] = ()) -> None:
+        """Cut WNs (all of the LAN when none are named) off from cern in the router, both ways.
+
+        Tracker, seeder, LDAP and HTTP become unreachable for them, except new connections to
+        ``allow_tcp_ports`` on cern (e.g. the HTTP port). Replaces an earlier cut; the rules live
+        in their own table, so other rules in the router stay. Undo with :meth:`reconnect_cern`
+        (``flush_nft`` on the router removes it too). Netns mode only.
+        """
+        router = self._router()
+        sources = [self.wn(name).address for name in wns]
+        netns.apply_nft(router, netns.cern_cut_ruleset(self.topology, sources, list(allow_tcp_ports)))
+
+    def reconnect_cern(self) -> None:
+        """Remove the cut of :meth:`cut_cern` (nothing happens when there is none)."""
+        netns.apply_nft(self._router(), netns.cern_reconnect_ruleset())
+
+    def _router(self) -> str:
+        router = self.router_ns
+        if router is None:
+            raise LabError("cutting cern off needs a netns-mode lab", "run the lab as root")
+        return router
+
     def exec_in(self, ns: str | None, argv: list[str], input_text: str | None = None) -> Any:
         """Run a command inside a lab namespace (or here for None); output captured."""
         if ns is not None:

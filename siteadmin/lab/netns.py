@@ -345,3 +345,43 @@ def flush_nft(ns: str) -> None:
     proc = run_in(ns, ["nft", "flush", "ruleset"])
     if proc.returncode != 0:
         raise LabError(f"{ns}: nft flush failed: {proc.stderr.strip()[:300]}")
+
+
+# ---------------------------------------------------------------- cutting the site off from cern
+
+CERN_CUT_TABLE = "lab_cern_cut"
+"""The router's nftables table (family inet) holding a cern cut; nothing else uses the name."""
+
+
+def cern_cut_ruleset(topo: Topology, sources: Sequence[str] = (), allow_tcp_ports: Sequence[int] = ()) -> str:
+    """Rules for the router cutting ``sources`` off from cern, both directions (``nft -f`` text).
+
+    Every forwarded packet between a source (a WN address or prefix; the whole LAN when empty)
+    and the cern subnet is dropped, established flows included: cutting only the WN to cern
+    direction is not enough, the seeder dials WNs itself once the tracker told it about them.
+    ``allow_tcp_ports`` keeps new connections from the sources to those cern ports (and their
+    replies) open, e.g. the HTTP fallback. VoBox <-> WN and VoBox <-> cern paths are untouched,
+    and WN-to-WN traffic is bridged, never seen here. The text first replaces any earlier cut
+    (loading it twice is fine); :func:`cern_reconnect_ruleset` removes it.
+    """
+    src = "{ " + ", ".join(sources or [topo.lan]) + " }"
+    lines = [*_delete_table_lines("inet", CERN_CUT_TABLE), f"table inet {CERN_CUT_TABLE} {{", "    chain forward {",
+             "        type filter hook forward priority 0; policy accept;"]
+    if allow_tcp_ports:
+        ports = "{ " + ", ".join(str(p) for p in allow_tcp_ports) + " }"
+        lines += [f"        ip saddr {src} ip daddr {topo.cern_net} tcp dport {ports} accept",
+                  f"        ip saddr {topo.cern_net} ip daddr {src} tcp sport {ports} ct state established accept"]
+    lines += [f"        ip saddr {src} ip daddr {topo.cern_net} counter drop",
+              f"        ip saddr {topo.cern_net} ip daddr {src} counter drop",
+              "    }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def cern_reconnect_ruleset() -> str:
+    """``nft -f`` text removing the cern cut of :func:`cern_cut_ruleset` (a no-op when there is none)."""
+    return "\n".join(_delete_table_lines("inet", CERN_CUT_TABLE)) + "\n"
+
+
+def _delete_table_lines(family: str, table: str) -> list[str]:
+    # nft 1.0.6 has no `destroy`: declaring the table first makes the delete succeed either way
+    return [f"table {family} {table} {{}}", f"delete table {family} {table}"]
