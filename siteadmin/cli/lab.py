@@ -64,6 +64,21 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     console.add_argument("--dir", type=Path, default=None, help=dir_help)
     console.set_defaults(handler=lab_console)
 
+    firewall = lab_sub.add_parser("firewall", help="rehearse firewall changes: nftables rules in the lab's router between the site and CERN",
+                                  parents=[parent])
+    fw_sub = firewall.add_subparsers(dest="fw_command", metavar="ACTION", parser_class=type(lab))
+    fw_sub.required = True
+    fw_show = fw_sub.add_parser("show", help="print the router's nftables ruleset", parents=[parent])
+    fw_show.add_argument("--dir", type=Path, default=None, help=dir_help)
+    fw_show.set_defaults(handler=firewall_show)
+    fw_apply = fw_sub.add_parser("apply", help="load a ruleset file (nft -f syntax) into the router, all or nothing", parents=[parent])
+    fw_apply.add_argument("file", type=Path, help="nftables ruleset, e.g. a table inet site { chain forward { ... } }")
+    fw_apply.add_argument("--dir", type=Path, default=None, help=dir_help)
+    fw_apply.set_defaults(handler=firewall_apply)
+    fw_flush = fw_sub.add_parser("flush", help="remove every rule from the router", parents=[parent])
+    fw_flush.add_argument("--dir", type=Path, default=None, help=dir_help)
+    fw_flush.set_defaults(handler=firewall_flush)
+
     down = lab_sub.add_parser("down", help="stop the lab and remove its namespaces, links, routes and files (keeps the package cache)", parents=[parent])
     down.add_argument("--dir", type=Path, default=None, help=dir_help)
     down.set_defaults(handler=lab_down)
@@ -130,3 +145,61 @@ def lab_console(ctx: Context, args: argparse.Namespace) -> int:
     code = run_console(lab.site)
     ctx.note(f"the lab is still running; `siteadmin lab down{' --dir ' + str(args.dir) if args.dir else ''}` stops it")
     return code
+
+
+def _router(args: argparse.Namespace) -> tuple[Any, str]:
+    from siteadmin.errors import UsageError
+    from siteadmin.lab import Lab
+
+    lab = Lab(args.dir or default_dir())
+    if not lab.state_path.exists():
+        raise UsageError(f"no lab in {lab.dir}", "start one with `siteadmin lab up`")
+    router = lab.router_ns
+    if router is None:
+        raise UsageError(f"the lab in {lab.dir} runs on loopback: firewall rehearsal needs network namespaces", "run `siteadmin lab up` as root")
+    return lab, router
+
+
+def _nft_error(stderr: str) -> str:
+    # nft explains an error over several lines (message, the line, a caret): keep the message
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not set(line.strip()) <= {"^", "~"}]
+    return " | ".join(lines[:2])[:300] or "no message"
+
+
+def firewall_show(ctx: Context, args: argparse.Namespace) -> int:
+    from siteadmin.errors import LabError
+
+    lab, router = _router(args)
+    proc = lab.exec_in(router, ["nft", "list", "ruleset"])
+    if proc.returncode != 0:
+        raise LabError(f"{router}: nft list ruleset failed: {_nft_error(proc.stderr)}")
+    ctx.emit({"namespace": router, "ruleset": proc.stdout}, lambda d: d["ruleset"] or f"# {router}: no rules")
+    return ExitCode.OK
+
+
+def firewall_apply(ctx: Context, args: argparse.Namespace) -> int:
+    from siteadmin.errors import ConfigError
+
+    lab, router = _router(args)
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{args.file}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    # nft -f is one transaction: a file with an error changes nothing
+    proc = lab.exec_in(router, ["nft", "-f", "-"], input_text=text)
+    if proc.returncode != 0:
+        reason = _nft_error(proc.stderr).replace("/dev/stdin:", "line ")
+        raise ConfigError(f"{args.file}: nft refused the ruleset, nothing changed: {reason}")
+    ctx.note(f"ruleset {args.file} loaded into {router}; `siteadmin lab status` shows what it blocks")
+    return ExitCode.OK
+
+
+def firewall_flush(ctx: Context, args: argparse.Namespace) -> int:
+    from siteadmin.errors import LabError
+
+    lab, router = _router(args)
+    proc = lab.exec_in(router, ["nft", "flush", "ruleset"])
+    if proc.returncode != 0:
+        raise LabError(f"{router}: nft flush ruleset failed: {_nft_error(proc.stderr)}")
+    ctx.note(f"{router}: every rule removed")
+    return ExitCode.OK
