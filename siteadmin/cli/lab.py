@@ -160,25 +160,21 @@ def _router(args: argparse.Namespace) -> tuple[Any, str]:
     return lab, router
 
 
-def _nft_error(stderr: str) -> str:
-    # nft explains an error over several lines (message, the line, a caret): keep the message
-    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not set(line.strip()) <= {"^", "~"}]
-    return " | ".join(lines[:2])[:300] or "no message"
-
-
 def firewall_show(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.errors import LabError
+    from siteadmin.lab.netns import nft_error
 
     lab, router = _router(args)
     proc = lab.exec_in(router, ["nft", "list", "ruleset"])
     if proc.returncode != 0:
-        raise LabError(f"{router}: nft list ruleset failed: {_nft_error(proc.stderr)}")
+        raise LabError(f"{router}: nft list ruleset failed: {nft_error(proc.stderr)}")
     ctx.emit({"namespace": router, "ruleset": proc.stdout}, lambda d: d["ruleset"] or f"# {router}: no rules")
     return ExitCode.OK
 
 
 def firewall_apply(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.errors import ConfigError
+    from siteadmin.lab.netns import nft_error
 
     lab, router = _router(args)
     try:
@@ -188,7 +184,7 @@ def firewall_apply(ctx: Context, args: argparse.Namespace) -> int:
     # nft -f is one transaction: a file with an error changes nothing
     proc = lab.exec_in(router, ["nft", "-f", "-"], input_text=text)
     if proc.returncode != 0:
-        reason = _nft_error(proc.stderr).replace("/dev/stdin:", "line ")
+        reason = nft_error(proc.stderr).replace("/dev/stdin:", "line ")
         raise ConfigError(f"{args.file}: nft refused the ruleset, nothing changed: {reason}")
     ctx.note(f"ruleset {args.file} loaded into {router}; `siteadmin lab status` shows what it blocks")
     return ExitCode.OK
@@ -196,10 +192,11 @@ def firewall_apply(ctx: Context, args: argparse.Namespace) -> int:
 
 def firewall_flush(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.errors import LabError
+    from siteadmin.lab.netns import nft_error
 
     lab, router = _router(args)
     proc = lab.exec_in(router, ["nft", "flush", "ruleset"])
     if proc.returncode != 0:
-        raise LabError(f"{router}: nft flush ruleset failed: {_nft_error(proc.stderr)}")
+        raise LabError(f"{router}: nft flush ruleset failed: {nft_error(proc.stderr)}")
     ctx.note(f"{router}: every rule removed")
     return ExitCode.OK

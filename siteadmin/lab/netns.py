@@ -156,13 +156,17 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def choose_subnet(tag: str) -> str:
+def choose_subnet(tag: str, used: Sequence[ipaddress.IPv4Network] | None = None) -> str:
     """A 10.S.0.0/16 no route or address of the host overlaps, preferring one derived from the tag.
+
+    Args:
+        tag: the lab's tag (``sl`` + hex).
+        used: networks in use; None reads the host's routes and addresses.
 
     Raises:
         LabError: when every candidate is in use.
     """
-    used = _used_networks()
+    used = _used_networks() if used is None else used
     start = int(tag[2:], 16) % len(SUBNET_SECOND_OCTETS)
     octets = list(SUBNET_SECOND_OCTETS)
     for second in octets[start:] + octets[:start]:
@@ -325,6 +329,12 @@ def connect(ns: str | None, host: str, port: int, timeout: float) -> socket.sock
 # ---------------------------------------------------------------- nftables
 
 
+def nft_error(stderr: str) -> str:
+    """nft's error in one line: it explains over several (message, the line, a caret marker)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not set(line.strip()) <= {"^", "~"}]
+    return " | ".join(lines[:2])[:300] or "no message"
+
+
 def apply_nft(ns: str, ruleset_text: str) -> None:
     """Load an nftables ruleset (``nft -f`` syntax) into a lab namespace, e.g. the router.
 
@@ -333,7 +343,7 @@ def apply_nft(ns: str, ruleset_text: str) -> None:
     """
     proc = run_in(ns, ["nft", "-f", "-"], input_text=ruleset_text)
     if proc.returncode != 0:
-        raise LabError(f"{ns}: nft refused the ruleset: {proc.stderr.strip()[:300]}")
+        raise LabError(f"{ns}: nft refused the ruleset: {nft_error(proc.stderr)}")
 
 
 def flush_nft(ns: str) -> None:
@@ -344,7 +354,7 @@ def flush_nft(ns: str) -> None:
     """
     proc = run_in(ns, ["nft", "flush", "ruleset"])
     if proc.returncode != 0:
-        raise LabError(f"{ns}: nft flush failed: {proc.stderr.strip()[:300]}")
+        raise LabError(f"{ns}: nft flush failed: {nft_error(proc.stderr)}")
 
 
 # ---------------------------------------------------------------- cutting the site off from cern

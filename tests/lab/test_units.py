@@ -33,15 +33,17 @@ def test_tags_are_per_directory_and_interface_names_fit(tmp_path: Path) -> None:
     assert topo.cern_addr == "10.213.1.2" and topo.vobox_addr == "10.213.0.1" and topo.router_vobox_addr == "10.213.0.2"
 
 
-def test_chosen_subnet_avoids_the_hosts_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chosen_subnet_avoids_the_hosts_networks() -> None:
     import ipaddress
 
-    taken = [ipaddress.IPv4Network(f"10.{n}.0.0/16") for n in range(200, 249)]
-    monkeypatch.setattr(netns, "_used_networks", lambda: [ipaddress.IPv4Network("192.0.2.0/24"), *taken])
-    assert netns.choose_subnet("sl000000") == "10.249.0.0/16"
+    taken = [ipaddress.IPv4Network("192.0.2.0/24"), *(ipaddress.IPv4Network(f"10.{n}.0.0/16") for n in range(200, 249))]
+    assert netns.choose_subnet("sl000000", taken) == "10.249.0.0/16"
     taken.append(ipaddress.IPv4Network("10.249.7.0/24"))
     with pytest.raises(Exception, match="no free"):
-        netns.choose_subnet("sl000000")
+        netns.choose_subnet("sl000000", taken)
+    # and on this host: whatever it picks overlaps none of the host's own networks
+    chosen = ipaddress.IPv4Network(netns.choose_subnet("sl000000"))
+    assert not any(chosen.overlaps(net) for net in netns._used_networks() if net.prefixlen > 0)
 
 
 def test_package_is_deterministic_and_cached(tmp_path: Path) -> None:
