@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
+from siteadmin import __version__
 from siteadmin.errors import ExitCode, SiteadminError, UsageError, exit_code_for
 from siteadmin.site import Site, load_site
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[parent],
     )
+    parser.add_argument("--version", action="version", version=f"siteadmin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")

@@ -52,6 +52,14 @@ def _rel(path: Path, base: Path) -> str:
         return str(path.resolve())
 
 
+def _ports_line(facts: SiteFacts) -> list[str]:
+    """Loopback mode: the WNs' BitTorrent ports are free ports, not 6881-6999; declare what they use."""
+    if not facts.loopback:
+        return []
+    ports = [wn.bt_port for wn in facts.wns]
+    return [f"ports = {_q(f'{min(ports)}-{max(ports)}')}"]
+
+
 def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
     """The text of the lab's site.toml."""
     options = ", ".join(f"{_q(k)} = {_q(v)}" for k, v in SITE_OPTIONS.items())
@@ -77,6 +85,7 @@ def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
         "[wns]",
         f"hosts = [{_q(fold(wn.name for wn in facts.wns))}]",
         f"rpc_port = {facts.rpc_port}",
+        *_ports_line(facts),
         "",
     ]
     for wn in facts.wns:

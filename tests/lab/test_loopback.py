@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from siteadmin.cli import main
 from siteadmin.lab import Lab, netns, proc
 
 pytestmark = pytest.mark.lab
@@ -41,6 +43,10 @@ def test_loopback_lab_is_healthy_and_listens_on_loopback_only(tmp_path: Path, la
         site = lab.site
         assert site.wns.nodes["wn002.lab"].aria2c["rpc-listen-port"] == str(layouts[1].rpc_port)
         assert json.loads(lab.state_path.read_text())["mode"] == "loopback"
+        # the lab's own profile passes its own lint: the free ports it uses are the ports it declares
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["--site", str(lab.site_path), "lint"], out=out, err=err) == 0
+        assert "warning" not in out.getvalue() + err.getvalue(), out.getvalue()
     finally:
         lab.down()
     assert not any(proc.alive(r) for r in records)
