@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import threading
 import time
 from typing import Any
 
 from siteadmin.errors import ExitCode, UsageError
 from siteadmin.inventory import Inventory, fold
-from siteadmin.remote import SessionPool, run_on_hosts, summarise
+from siteadmin.remote import summarise
+from siteadmin.remote.reach import reach_wns
 
 if False:  # typing only
     from siteadmin.cli import Context
@@ -41,17 +41,10 @@ def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError(f"--parallel {parallel}: must be 1 or more")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout {args.timeout:g}: must be a number of seconds greater than 0, like 30")
-    cancel = threading.Event()
     start = time.monotonic()
-    with SessionPool(site, inventory) as pool:
-
-        def probe(host: str) -> str:
-            # one command per WN: connect, run, close (only the jump host session is shared)
-            with pool.connect(host) as session:
-                return session.run("uname -n", timeout=args.timeout, check=True).stdout.strip()
-
-        # Ctrl-C: run_on_hosts sets cancel, drops hosts not yet started and re-raises (exit 130)
-        results = run_on_hosts(hosts, probe, parallel, cancel=cancel)
+    # Ctrl-C: run_on_hosts drops hosts not yet started and re-raises (exit 130); the pool's close
+    # aborts connections in flight
+    results = reach_wns(site, hosts, parallelism=parallel, timeout=args.timeout, inventory=inventory)
     took = time.monotonic() - start
     failed = [r for r in results if not r.ok]
     data = {

@@ -70,3 +70,30 @@ async def test_a_toggle_after_someone_else_changed_the_ce_is_refused(lab: Lab) -
     finally:
         with Directory(lab.site) as directory:
             directory.set_method("CE1", "CVMFS")
+
+
+async def test_checking_wns_over_ssh_shows_each_wns_own_result(lab: Lab) -> None:
+    import dataclasses
+
+    from siteadmin.site import NodeSection
+
+    from .test_console_frame import closed_port
+
+    # the lab's WNs plus one that refuses connections
+    wns = dataclasses.replace(
+        lab.site.wns,
+        hosts=[*lab.site.wns.hosts, "wn099.lab"],
+        nodes={**lab.site.wns.nodes, "wn099.lab": NodeSection(address="127.0.0.1", port=closed_port())},
+    )
+    app = SiteadminApp(dataclasses.replace(lab.site, wns=wns))
+    async with app.run_test(size=(160, 45)) as pilot:
+        app.action_show_tab("tab-wns")
+        await settle(app, pilot)
+        await pilot.press("c")
+        await settle(app, pilot)
+        table = app.query_one("#wns DataTable", DataTable)
+        reach = {row[0]: row[4] for row in (row_text(table, i) for i in range(table.row_count))}
+        assert {host: reach[host] for host in lab.wn_names} == dict.fromkeys(lab.wn_names, "ok")
+        assert reach["wn099.lab"].startswith("connection refused"), reach["wn099.lab"]
+        status = str(app.query_one("#wns .status", Static).render())
+        assert status == f"{len(lab.wn_names)} of {len(lab.wn_names) + 1} WNs reached; 1 failed"
