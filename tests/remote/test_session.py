@@ -421,3 +421,29 @@ def test_closing_the_pool_aborts_connects_in_flight(ssh_lab: Any, server: str) -
     assert not worker.is_alive()
     assert took < 1.0
     assert [(e.one_line(), e.outcome) for e in errors] == [("wn001.lab: the session pool was closed while connecting", "cancelled")]
+
+
+def test_cancelling_reach_aborts_a_hanging_wn_and_keeps_the_others(ssh_lab: Any) -> None:
+    from siteadmin.remote.reach import reach_wns
+
+    with socket.socket() as listener:  # accepts, never sends an SSH banner
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        nodes = {spec.name: spec.port for spec in ssh_lab.specs}
+        site = ssh_lab.site(ssh_lab.write_site("reach-cancel", {**nodes, "wn002.lab": port}, ssh={"connect_timeout": 30.0}))
+        cancel = threading.Event()
+        seen: list[str] = []
+
+        def progress(result: Any) -> None:
+            seen.append(result.host)
+            if len(seen) == len(nodes) - 1:  # every WN but the hanging one has answered
+                cancel.set()
+
+        start = time.monotonic()
+        results = reach_wns(site, sorted(nodes), parallelism=8, cancel=cancel, progress=progress)
+        took = time.monotonic() - start
+    assert took < 5.0
+    by_host = {r.host: r for r in results}
+    assert by_host["wn002.lab"].outcome == "cancelled"
+    assert all(r.ok for host, r in by_host.items() if host != "wn002.lab")
