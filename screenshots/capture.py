@@ -29,6 +29,12 @@ async def capture(lab: Lab) -> list[Path]:
                 await asyncio.sleep(0.05)
                 if not any(w.is_running for w in app.workers):
                     break
+            if tab == "tab-wns":
+                await pilot.press("c")  # check every WN over SSH
+                for _ in range(100):
+                    await asyncio.sleep(0.05)
+                    if not any(w.is_running for w in app.workers):
+                        break
             await pilot.pause()
             name = f"console-{tab.removeprefix('tab-')}.svg"
             app.save_screenshot(filename=name, path=str(HERE))
