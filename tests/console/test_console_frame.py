@@ -94,3 +94,14 @@ async def test_text_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> 
         await settle(app, pilot)
         table = app.query_one("#audit DataTable", DataTable)
         assert row_text(table, 0)[2:5] == ["enable", "[/oops]", "[bold]x"]
+
+
+async def test_view_hints_are_shown_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(f'[site]\nname = "TESTSITE"\n[ldap]\nurl = "ldaps://127.0.0.1:{closed_port()}"\ntimeout = 2\n')
+    app = SiteadminApp(load_site(path))
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.action_show_tab("tab-wns")
+        await settle(app, pilot)
+        hint = str(app.query_one("#wns .hint", Static).render())
+        assert "from [wns] in site.toml" in hint

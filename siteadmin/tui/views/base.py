@@ -36,9 +36,9 @@ class View(Vertical):
         yield from ()
 
     def compose(self) -> ComposeResult:
-        yield Static(self.title, classes="title")
+        yield Static(self.title, classes="title", markup=False)
         if self.hint:
-            yield Static(self.hint, classes="hint")
+            yield Static(self.hint, classes="hint", markup=False)
         yield from self.compose_body()
         yield Static("", classes="status", id=f"{self.id}-status", markup=False)
 
