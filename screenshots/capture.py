@@ -17,7 +17,7 @@ from siteadmin.cli.lab import default_dir
 from siteadmin.lab import Lab
 from siteadmin.tui.app import SiteadminApp
 
-TABS = ["tab-site", "tab-ces", "tab-wns", "tab-profile", "tab-audit"]
+TABS = ["tab-site", "tab-ces", "tab-wns", "tab-profile", "tab-audit", "tab-lab"]
 HERE = Path(__file__).resolve().parent
 
 

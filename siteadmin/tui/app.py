@@ -11,6 +11,7 @@ from siteadmin.tui.messages import SiteChanged
 from siteadmin.tui.views.audit import AuditView
 from siteadmin.tui.views.base import View
 from siteadmin.tui.views.ces import CesView
+from siteadmin.tui.views.lab import LabView, lab_of
 from siteadmin.tui.views.overview import OverviewView
 from siteadmin.tui.views.profile import ProfileView
 from siteadmin.tui.views.wns import WnsView
@@ -29,6 +30,7 @@ class SiteadminApp(App[int]):
         Binding("3", "show_tab('tab-wns')", "WNs", show=False),
         Binding("4", "show_tab('tab-profile')", "Profile", show=False),
         Binding("5", "show_tab('tab-audit')", "Audit", show=False),
+        Binding("6", "show_tab('tab-lab')", "Lab", show=False),
     ]
 
     def __init__(self, site: Site) -> None:
@@ -49,13 +51,20 @@ class SiteadminApp(App[int]):
                 yield ProfileView(self.site, id="profile")
             with TabPane("Audit", id="tab-audit"):
                 yield AuditView(self.site, id="audit")
+            lab = lab_of(self.site.source)
+            if lab is not None:
+                with TabPane("Lab", id="tab-lab"):
+                    yield LabView(lab, self.site, id="lab")
         yield Footer()
 
     def on_site_changed(self, message: SiteChanged) -> None:
         self.query_one(AuditView).reload()
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        tabs = self.query_one(TabbedContent)
+        if not tabs.query(f"#{tab}"):
+            return  # the Lab tab exists only on a lab site
+        tabs.active = tab
         pane = self.query_one(TabbedContent).active_pane
         if pane is not None:
             for table in pane.query("DataTable"):

@@ -105,3 +105,7 @@ async def test_view_hints_are_shown_as_written(tmp_path: Path) -> None:
         await settle(app, pilot)
         hint = str(app.query_one("#wns .hint", Static).render())
         assert "from [wns] in site.toml" in hint
+        # not a lab site: no Lab tab, and its key does nothing
+        assert not app.query("#lab")
+        app.action_show_tab("tab-lab")
+        assert app.query_one(TabbedContent).active == "tab-wns"

@@ -97,3 +97,15 @@ async def test_checking_wns_over_ssh_shows_each_wns_own_result(lab: Lab) -> None
         assert reach["wn099.lab"].startswith("connection refused"), reach["wn099.lab"]
         status = str(app.query_one("#wns .status", Static).render())
         assert status == f"{len(lab.wn_names)} of {len(lab.wn_names) + 1} WNs reached; 1 failed"
+
+
+async def test_the_lab_tab_shows_the_labs_real_health(lab: Lab) -> None:
+    app = SiteadminApp(lab.site)
+    async with app.run_test(size=(160, 45)) as pilot:
+        app.action_show_tab("tab-lab")
+        await settle(app, pilot)
+        table = app.query_one("#lab DataTable", DataTable)
+        rows = [row_text(table, i) for i in range(table.row_count)]
+        assert {row[0] for row in rows} == {"ldap", "ssh", "rpc", "tracker", "seeder", "http"}
+        assert all(row[2] == "ok" for row in rows), rows
+        assert str(app.query_one("#lab .status", Static).render()).startswith(f"healthy: {len(rows)} checks passed")
