@@ -168,21 +168,10 @@ def resolve_target(site: Site, wn: WN, config: paramiko.SSHConfig | None = None)
     else:
         port = wn.port
     user = entry.get("user", site.ssh.user)
-    names = [entry["hostkeyalias"]] if "hostkeyalias" in entry else []
-    names += [wn.name, address]
     jump = parse_jump_host(site.ssh.jump_host)
     if jump is None and "proxyjump" in entry:
         jump = parse_jump_host(entry["proxyjump"], f"ProxyJump for {wn.name} in {site.ssh.config_file}")
-    return Target(
-        label=wn.name,
-        address=address,
-        port=port,
-        user=user,
-        key_names=tuple(dict.fromkeys(names)),
-        identity_files=_config_paths(entry.get("identityfile")),
-        known_hosts=_config_paths(entry.get("userknownhostsfile")) + _config_paths(entry.get("globalknownhostsfile")),
-        jump=jump,
-    )
+    return _target(wn.name, wn.name, address, port, user, entry, jump)
 
 
 def resolve_jump(site: Site, jump: JumpHost, config: paramiko.SSHConfig | None = None) -> Target:
@@ -191,16 +180,24 @@ def resolve_jump(site: Site, jump: JumpHost, config: paramiko.SSHConfig | None =
     address = entry.get("hostname", jump.host)
     port = jump.port if jump.port is not None else int(entry.get("port", 22))
     user = jump.user or entry.get("user", site.ssh.user)
+    return _target(f"jump host {jump}", jump.host, address, port, user, entry, None)
+
+
+def _target(
+    label: str, name: str, address: str, port: int, user: str, entry: paramiko.SSHConfigDict, jump: JumpHost | None
+) -> Target:
+    """A Target; its host key may be filed under HostKeyAlias, the name, or the address (first wins)."""
     names = [entry["hostkeyalias"]] if "hostkeyalias" in entry else []
-    names += [jump.host, address]
+    names += [name, address]
     return Target(
-        label=f"jump host {jump}",
+        label=label,
         address=address,
         port=port,
         user=user,
         key_names=tuple(dict.fromkeys(names)),
         identity_files=_config_paths(entry.get("identityfile")),
         known_hosts=_config_paths(entry.get("userknownhostsfile")) + _config_paths(entry.get("globalknownhostsfile")),
+        jump=jump,
     )
 
 
