@@ -33,6 +33,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     r.add_argument("--out", metavar="DIR", help="write <DIR>/<host>.conf, mode 0600, real secrets, instead of printing")
     r.set_defaults(handler=render_command)
     lt = sub.add_parser("lint", help="security lint of each WN's aria2c profile (exit 1 on errors)", parents=[parent, common])
+    lt.add_argument(
+        "--probe",
+        action="store_true",
+        help="log in to each WN over SSH to learn its IPv4 interfaces for the LPD rule (without it the rule looks at this machine's)",
+    )
     lt.set_defaults(handler=lint_command)
 
 
@@ -61,8 +66,9 @@ def _check_all(ctx: Context, args: argparse.Namespace) -> tuple[list[Rendered], 
     if not args.no_aria2c_check and not use_aria2c:
         ctx.note("aria2c not installed: profiles not checked by aria2c itself")
     findings: dict[str, list[Finding]] = {}
+    interfaces = _probe_interfaces(site, [item.host for item in rendered], findings) if getattr(args, "probe", False) else {}
     for item in rendered:
-        found = lint(site, item.options, allow=allow)
+        found = findings.get(item.host, []) + lint(site, item.options, allow=allow, interfaces=interfaces.get(item.host))
         if use_aria2c:
             # texts of hosts with equal options differ in comments only (render proved it), so
             # aria2c needs to read each distinct option set once
@@ -73,13 +79,26 @@ def _check_all(ctx: Context, args: argparse.Namespace) -> tuple[list[Rendered], 
     return rendered, findings
 
 
+def _probe_interfaces(site: Site, hosts: list[str], findings: dict[str, list[Finding]]) -> dict[str, list[str]]:
+    """Each WN's IPv4 interfaces over SSH; a WN that cannot be probed gets an error finding."""
+    from siteadmin.remote.facts import wn_interfaces
+
+    known: dict[str, list[str]] = {}
+    for result in wn_interfaces(site, [h for h in hosts if h != PLACEHOLDER_HOST]):
+        if result.ok and result.value is not None:
+            known[result.host] = result.value
+        else:
+            findings[result.host] = [Finding(ERROR, "ssh", f"cannot probe interfaces: {result.error}", "probe")]
+    return known
+
+
 def _folded(findings: dict[str, list[Finding]]) -> list[dict[str, Any]]:
     """Findings with the hosts that share each one folded: wn[001-040]."""
     hosts_of: dict[Finding, list[str]] = {}
     for host, found in findings.items():
         for finding in found:
             hosts_of.setdefault(finding, []).append(host)
-    order = [*RULES, "aria2c"]
+    order = [*RULES, "aria2c", "probe"]
     rows = [{"hosts": fold(hosts), **f.as_dict()} for f, hosts in hosts_of.items()]
     return sorted(rows, key=lambda r: (r["level"] != ERROR, order.index(r["rule"]), r["hosts"]))
 

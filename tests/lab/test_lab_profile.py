@@ -30,3 +30,54 @@ def test_the_lab_profile_is_lint_clean(lab: Lab) -> None:
     for name in lab.wn_names:
         findings = lint(lab.site, render(lab.site, name, create_secret=False).options, host=name, interfaces=["eth0"])
         assert [f for f in findings if f.level == "error"] == []
+
+
+def test_lint_probe_judges_lpd_by_each_wns_own_interfaces(lab: Lab) -> None:
+    import json
+
+    text = lab.site_path.read_text()
+    assert '"bt-lpd-interface" = "eth0", ' in text
+    variant = lab.dir / "site-lpd-any-interface.toml"  # beside site.toml: its relative paths hold
+    variant.write_text(text.replace('"bt-lpd-interface" = "eth0", ', ""))
+    ns = lab.wn_ns("wn002.lab")
+    assert ns is not None
+    extra = ["ip", "-n", ns]
+    try:
+        # wn002 gets a second IPv4 interface: a veth pair inside its own namespace (no dummy module here)
+        steps = (
+            ["link", "add", "extra0", "type", "veth", "peer", "name", "extra1"],
+            ["addr", "add", "10.99.0.1/32", "dev", "extra0"],
+            ["link", "set", "extra0", "up"],
+        )
+        for argv in steps:
+            lab.exec_in(None, [*extra, *argv]).check_returncode()
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["--site", str(variant), "lint", "--probe", "--json"], out=out, err=err)
+        assert code == 0, err.getvalue()
+        rows = json.loads(out.getvalue())["findings"]
+        assert [(r["hosts"], r["rule"]) for r in rows] == [("wn002.lab", "lpd-no-interface")]
+        assert "eth0, extra0" in rows[0]["message"]
+    finally:
+        lab.exec_in(None, [*extra, "link", "del", "extra0"])
+        variant.unlink()
+
+
+def test_lint_probe_reports_a_wn_it_cannot_reach(lab: Lab) -> None:
+    import json
+    import socket
+
+    text = lab.site_path.read_text()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    variant = lab.dir / "site-unreachable-wn.toml"
+    variant.write_text(text.replace('hosts = ["wn[001-004].lab"]', 'hosts = ["wn[001-004,099].lab"]')
+                       + f'\n[wns.nodes."wn099.lab"]\naddress = "127.0.0.1"\nport = {port}\n')
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["--site", str(variant), "lint", "--probe", "--json"], out=out, err=err) == 1
+        rows = json.loads(out.getvalue())["findings"]
+        assert [(r["hosts"], r["level"], r["rule"]) for r in rows] == [("wn099.lab", "error", "probe")]
+        assert "Traceback" not in err.getvalue()
+    finally:
+        variant.unlink()

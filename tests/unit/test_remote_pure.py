@@ -210,3 +210,17 @@ def test_summarise_by_value() -> None:
         ("wn007.lab", "auth failed"),
     ]
     assert summarise([]) == []
+
+
+def test_parse_ipv4_interfaces() -> None:
+    from siteadmin.remote.facts import parse_ipv4_interfaces
+
+    text = (
+        "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n"
+        "2: eth0@if12    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\\       valid_lft forever\n"
+        "2: eth0@if12    inet 10.0.0.6/24 scope global secondary eth0\\       valid_lft forever\n"
+        "3: ib0    inet 192.168.10.5/16 scope global ib0\\       valid_lft forever\n"
+        "garbage line\n"
+    )
+    assert parse_ipv4_interfaces(text) == ["eth0", "ib0"]
+    assert parse_ipv4_interfaces("") == []
