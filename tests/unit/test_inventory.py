@@ -116,3 +116,20 @@ def test_cli_usage_errors_are_one_line() -> None:
         assert main(argv, out=io.StringIO(), err=err) == 2, argv
         assert err.getvalue().startswith("siteadmin: usage: "), argv
         assert len(err.getvalue().splitlines()) == 1, argv
+
+
+def test_the_console_without_a_terminal_is_one_line_exit_2(tmp_path: Path) -> None:
+    # pytest's stdin/stdout are not terminals: scripts get a clear word instead of a broken screen
+    for argv in ([], ["lab", "console", "--dir", str(tmp_path / "lab")]):
+        err = io.StringIO()
+        assert main(argv, out=io.StringIO(), err=err) == 2, argv
+        assert err.getvalue().startswith("siteadmin: usage: the console needs a terminal")
+        assert len(err.getvalue().splitlines()) == 1
+    assert not (tmp_path / "lab").exists()  # nothing was started
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from siteadmin import __version__
+
+    assert main(["--version"], out=io.StringIO(), err=io.StringIO()) == 0
+    assert capsys.readouterr().out == f"siteadmin {__version__}\n"
