@@ -186,3 +186,11 @@ def test_ldap_check_refuses_a_server_the_ca_does_not_vouch_for(lab: Lab, tmp_pat
     bad = health.check_ldap(args[0], other.cert, *args[1:])
     assert not bad.ok
     assert "CERTIFICATE_VERIFY_FAILED" in bad.detail or "certificate verify failed" in bad.detail
+
+
+def test_the_rpc_check_fails_with_a_wrong_secret(lab: Lab) -> None:
+    from siteadmin.lab import health
+
+    checks = health.check_wns_over_ssh(lab.site, lab.wn_layouts[:2], "not-the-" + lab.rpc_secret())
+    assert [(c.component, c.ok) for c in checks] == [("ssh", True), ("rpc", False)] * 2
+    assert all("Unauthorized" in c.detail for c in checks if c.component == "rpc"), checks
