@@ -37,6 +37,8 @@ CACHE_DIR = "cache"
 MADE_ENTRIES = (STATE_FILE, SITE_FILE, "audit.jsonl", "cern", "wns", "ssh", "secrets")
 """What ``down`` removes from the lab dir (the package cache stays)."""
 DEFAULT_PACKAGE_MB = 32
+LAB_PROCESS_FOLDERS = ("cern", "wns")
+"""Lab dir folders every lab process names in its command line (configs, data, chroot)."""
 
 NETNS_PORTS = {"ldap": 389, "ldaps": 636, "tracker": 8088, "seeder": 8092, "seeder_rpc": 6800, "http": 8080}
 
@@ -481,7 +483,11 @@ class Lab:
         namespaces = list(state.get("namespaces", []))
         found_ns, found_links = netns.leftovers(self.tag) if health.is_root() else ([], [])
         all_ns = sorted(set(namespaces) | set(found_ns))
-        stray = set(netns.namespace_pids(all_ns)) | set(proc.pids_mentioning(str(self.dir) + "/"))
+        stray = set(netns.namespace_pids(all_ns))
+        if state.get("mode") != "netns":
+            # loopback labs run in this namespace; and with no lab.json, what ran is unknown. Look
+            # for lab programs working in this lab's own folders (not a nested lab, not an admin's tools)
+            stray |= set(proc.pids_mentioning(*(f"{self.dir}/{folder}/" for folder in LAB_PROCESS_FOLDERS)))
         stray -= {r.pid for r in records}
         left = proc.stop(records) + [proc.ProcRecord("stray", p, 0, [], "") for p in proc.stop_pids(stray)]
         if left:

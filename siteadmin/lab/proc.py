@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import time
@@ -162,18 +163,20 @@ def _ancestors() -> set[int]:
     return pids
 
 
-LAB_PROGRAMS = ("aria2c", "slapd", "sshd", "opentracker", "python", "ip")
-"""Program names (``comm``) the lab runs; only these are stopped when found by command line."""
+LAB_PROGRAMS = re.compile(r"(aria2c|slapd|sshd|opentracker|python3?(\.\d+)?)")
+"""Program names (``comm``, matched whole) the lab runs; only these are stopped when found by command line."""
 
 
-def pids_mentioning(needle: str, programs: tuple[str, ...] = LAB_PROGRAMS) -> list[int]:
-    """Pids of lab programs whose command line contains ``needle`` (this process and its ancestors excluded).
+def pids_mentioning(*needles: str, programs: re.Pattern[str] = LAB_PROGRAMS) -> list[int]:
+    """Pids of lab programs whose command line contains one of ``needles`` (this process and its ancestors excluded).
 
-    Restricted to ``programs`` so an admin's ``less <lab dir>/cern/seeder.log`` survives ``lab down``.
+    Restricted to ``programs`` (whole names) so an admin's ``less <lab dir>/cern/seeder.log`` or
+    ``ipython`` survives ``lab down``; callers pass the lab's own folders (``<dir>/cern/``,
+    ``<dir>/wns/``) so a lab in a sub-directory of another is not taken for part of it.
     """
     mine = _ancestors()
     found = []
-    key = needle.encode()
+    keys = [needle.encode() for needle in needles]
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
@@ -182,9 +185,9 @@ def pids_mentioning(needle: str, programs: tuple[str, ...] = LAB_PROGRAMS) -> li
             comm = Path(entry.path, "comm").read_text().strip()
         except OSError:
             continue
-        if not comm.startswith(programs):
+        if not programs.fullmatch(comm):
             continue
-        if key in cmdline:
+        if any(key in cmdline for key in keys):
             stat = _stat(int(entry.name))
             if stat is not None and stat[0] not in ("Z", "X"):
                 found.append(int(entry.name))

@@ -118,7 +118,8 @@ def test_up_cleans_leftovers_found_only_by_name(tmp_path: Path) -> None:
     lab_dir = tmp_path / "orphan"
     lab_dir.mkdir()
     lab = Lab(lab_dir)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(lab_dir) + "/marker"], start_new_session=True)
+    # a lab program working in the lab's own folders, as the HTTP server does in <dir>/cern/www
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(lab_dir) + "/cern/www"], start_new_session=True)
     bystander = subprocess.Popen(["sh", "-c", "sleep 300", str(lab_dir) + "/cern/seeder.log"], start_new_session=True)
     try:
         if ROOT:
@@ -134,3 +135,30 @@ def test_up_cleans_leftovers_found_only_by_name(tmp_path: Path) -> None:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+def test_down_spares_what_is_not_this_labs(tmp_path: Path, lab_cache_dir: Path) -> None:
+    """A running lab's down stops its own processes only: not an admin's server over the lab's files,
+    not a second lab that lives in a sub-directory of the first."""
+    outer = Lab(tmp_path / "outer", cache_dir=lab_cache_dir)
+    inner = Lab(tmp_path / "outer" / "nested", cache_dir=lab_cache_dir)
+    outer.up(1, package_mb=1)
+    admins = None
+    try:
+        inner.up(1, package_mb=1)
+        www = outer.dir / "cern" / "www"
+        # in netns mode the lab's own HTTP server is in a namespace; this one, in the VoBox, is the admin's
+        admins = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "--directory", str(www)], start_new_session=True)
+        time.sleep(0.1)
+        netns_mode = outer.mode == "netns"
+        outer.down()
+        assert all(proc.alive(r) for r in inner.processes), "the nested lab lost processes"
+        assert inner.status().healthy
+        if netns_mode:  # (a loopback lab cannot tell this server from its own)
+            assert admins.poll() is None, "an admin's process outside the lab's namespaces was stopped"
+    finally:
+        if admins is not None and admins.poll() is None:
+            admins.kill()
+            admins.wait()
+        inner.down()
+        outer.down()

@@ -50,5 +50,5 @@ def test_loopback_lab_is_healthy_and_listens_on_loopback_only(tmp_path: Path, la
     finally:
         lab.down()
     assert not any(proc.alive(r) for r in records)
-    assert proc.pids_mentioning(str(lab.dir) + "/") == []
+    assert proc.pids_mentioning(str(lab.dir) + "/") == []  # any lab program naming the dir at all
     assert netns.leftovers(lab.tag) == ([], [])
