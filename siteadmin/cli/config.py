@@ -57,11 +57,12 @@ def init_config(ctx: Context, args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: already exists", "pass --force to overwrite it")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # /etc/siteadmin on a fresh VoBox
         fd = os.open(path, flags, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot write: {exc.strerror}", "create the directory first, or pass another path") from None
+        raise ConfigError(f"{path}: cannot write: {exc.strerror}", "pass another path") from None
     ctx.note(f"wrote {path}; set [site] name and [wns] hosts, then run `siteadmin config show`")
     return ExitCode.OK
 

@@ -222,12 +222,17 @@ def test_config_show_json_on_defaults_masks_secrets(tmp_path: Path, monkeypatch:
     assert json.loads(out.getvalue())["aria2c"]["options"]["rpc-secret"] == "********"
 
 
-def test_config_init_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+def test_config_init_creates_the_directory_or_says_why_not_in_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "etc" / "siteadmin" / "site.toml"
+    assert main(["config", "init", str(target)], out=io.StringIO(), err=io.StringIO()) == 0
+    assert load_site(target).site.name == ""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
     err = io.StringIO()
-    assert main(["config", "init", str(tmp_path / "nodir" / "site.toml")], out=io.StringIO(), err=err) == 2
-    assert err.getvalue().startswith("siteadmin: config: ")
-    assert "No such file or directory" in err.getvalue()
+    assert main(["config", "init", str(blocker / "site.toml")], out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith(f"siteadmin: config: {blocker / 'site.toml'}: cannot write: ")
     assert len(err.getvalue().splitlines()) == 1
+    assert blocker.read_text() == "x"
 
 
 def test_config_init_writes_loadable_file_and_keeps_existing(tmp_path: Path) -> None:
