@@ -162,3 +162,22 @@ def test_down_spares_what_is_not_this_labs(tmp_path: Path, lab_cache_dir: Path) 
             admins.wait()
         inner.down()
         outer.down()
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root for network namespaces")
+def test_status_with_a_namespace_deleted_by_hand_reports_each_check(tmp_path: Path, lab_cache_dir: Path) -> None:
+    lab = Lab(tmp_path / "hurt", cache_dir=lab_cache_dir)
+    lab.up(2, package_mb=1)
+    try:
+        ns = lab.wn_ns("wn002.lab")
+        assert ns is not None
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+        status = lab.status()
+        failed = {(c.component, c.target) for c in status.failed()}
+        assert ("tracker", "wn002.lab") in failed
+        assert all(target == "wn002.lab" for _, target in failed), failed
+        assert ("tracker", "wn001.lab") not in failed and ("ldap", lab.state["ldap"]["ldaps_url"]) not in failed
+        assert any(c.component == "tracker" and "wn002" in c.detail and "No such file" in c.detail for c in status.failed())
+    finally:
+        lab.down()
+    assert netns.leftovers(lab.tag) == ([], [])
