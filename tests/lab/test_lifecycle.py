@@ -181,3 +181,26 @@ def test_status_with_a_namespace_deleted_by_hand_reports_each_check(tmp_path: Pa
     finally:
         lab.down()
     assert netns.leftovers(lab.tag) == ([], [])
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root for network namespaces")
+def test_the_hosts_own_networking_is_untouched(tmp_path: Path, lab_cache_dir: Path) -> None:
+    def host_state() -> tuple[str, str, list[str]]:
+        forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+        bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=True).stdout
+        return forward, bridge_nf.read_text() if bridge_nf.exists() else "", sorted(routes.splitlines())
+
+    before = host_state()
+    lab = Lab(tmp_path / "quiet", cache_dir=lab_cache_dir)
+    lab.up(1, package_mb=1)
+    try:
+        forward, bridge_nf, routes = host_state()
+        assert (forward, bridge_nf) == before[:2]
+        added = set(routes) - set(before[2])
+        # the only new routes in the VoBox: the lab subnet through the lab's own veth (and its link route)
+        assert added and all(f"dev {lab.tag}-vb" in route for route in added), added
+        assert set(before[2]) <= set(routes)
+    finally:
+        lab.down()
+    assert host_state() == before
