@@ -8,7 +8,12 @@ is on and no layer sets ``rpc-secret``, the site's generated secret is used.
 
 Rendering goes through a jinja2 template (``aria2c.conf.j2``: the site's template_path first,
 then the built-in templates) and the result is parsed back: it must set exactly the profile's
-options, so no template, value or secret can add, drop or change one.
+options, so no template, value or secret can add, drop or change one. A template is data, not
+code: it runs in jinja2's immutable sandbox, so it can neither reach Python internals
+(``cycler.__init__.__globals__.os``) nor change what it is given.
+
+Rendering is safe from many threads at once (the rollout renders every WN in parallel): the
+one piece of shared state, the site's Inventory, is built once per site under a lock.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import threading
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.exceptions
+import jinja2.sandbox
 
 from siteadmin.aria2conf.catalogue import CATALOGUE, SECTIONS, Kind, mask_value, proxy_userinfo
 from siteadmin.aria2conf.conffile import FORBIDDEN, format_line, parse_conf
@@ -57,18 +66,28 @@ def builtin_options(site: Site) -> dict[str, Any]:
     }
 
 
-_last_inventory: tuple[Site, Inventory] | None = None
+_INVENTORIES_KEPT = 4
+_inventories: dict[int, tuple[Site, Inventory]] = {}
+"""id(site) -> (site, its Inventory); the Site is kept so that its id cannot be reused."""
+_inventories_lock = threading.Lock()
 
 
 def _inventory(site: Site) -> Inventory:
-    """The site's Inventory, built once for a run of hosts (expanding hostlists is most of a render's cost)."""
-    global _last_inventory
-    last = _last_inventory
-    if last is not None and last[0] is site:
-        return last[1]
-    inventory = Inventory(site)
-    _last_inventory = (site, inventory)
-    return inventory
+    """The site's Inventory, built once per site (expanding hostlists is most of a render's cost).
+
+    Threads rendering the same site wait for one build instead of each expanding the hostlists;
+    threads rendering different sites each get their own site's Inventory.
+    """
+    with _inventories_lock:
+        kept = _inventories.get(id(site))
+        if kept is not None and kept[0] is site:
+            return kept[1]
+        # built under the lock: a second thread would only repeat the same expansion
+        inventory = Inventory(site)
+        if len(_inventories) >= _INVENTORIES_KEPT:
+            del _inventories[next(iter(_inventories))]
+        _inventories[id(site)] = (site, inventory)
+        return inventory
 
 
 def layers_for(site: Site, host: str) -> list[tuple[str, Mapping[str, Any]]]:
@@ -218,9 +237,10 @@ def builtin_template_dir() -> Path:
 
 
 def template_environment(site: Site) -> jinja2.Environment:
-    """jinja2 with StrictUndefined, no autoescape, the site's template_path before the built-in folder.
+    """jinja2's immutable sandbox with StrictUndefined, no autoescape, the site's template_path first.
 
-    One environment per search path, so a template is compiled once, not once per WN (jinja2
+    The sandbox refuses attributes that lead out of the template (``__globals__``, ``__class__``,
+    ``mro``, ...) and methods that change a list or dict it was given. One environment per search path, so a template is compiled once, not once per WN (jinja2
     still notices an edited template by its mtime).
     """
     return _environment((*(str(p.expanduser()) for p in site.aria2c.template_path), str(builtin_template_dir())))
@@ -228,7 +248,7 @@ def template_environment(site: Site) -> jinja2.Environment:
 
 @functools.lru_cache(maxsize=16)
 def _environment(search: tuple[str, ...]) -> jinja2.Environment:
-    return jinja2.Environment(
+    return jinja2.sandbox.ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(list(search)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - a conf file, not HTML; values are validated one-liners
@@ -276,6 +296,7 @@ def _groups(options: Mapping[str, str]) -> list[tuple[str, list[tuple[str, str]]
 def _render_text(env: jinja2.Environment, site: Site, profile: Profile, options: Mapping[str, str], digest: str) -> str:
     for name, value in options.items():
         format_line(name, value)  # refuses control characters once more, whatever the template does
+    template: jinja2.Template | None = None
     try:
         template = env.get_template(site.aria2c.template)
         return template.render(
@@ -289,8 +310,38 @@ def _render_text(env: jinja2.Environment, site: Site, profile: Profile, options:
         )
     except jinja2.TemplateNotFound as exc:
         raise ConfigError(f"aria2c.template = \"{site.aria2c.template}\": template not found", f"looked in {exc.name} on the template path") from None
+    except jinja2.TemplateSyntaxError as exc:
+        where = _template_where(site, exc.filename, exc.lineno)
+        raise ConfigError(f"{where}: {type(exc).__name__}: {_one_line(exc.message)}") from None
+    except jinja2.exceptions.SecurityError as exc:
+        where = _template_where(site, template.filename if template else None, _template_line(exc.__traceback__, template))
+        raise ConfigError(
+            f"{where}: not allowed in a template: {_one_line(exc.message)}",
+            "a template may only lay out the variables siteadmin gives it; see docs/profiles.md",
+        ) from None
     except jinja2.TemplateError as exc:
-        raise ConfigError(f"aria2c.template = \"{site.aria2c.template}\": {type(exc).__name__}: {exc.message}") from None
+        where = _template_where(site, template.filename if template else None, _template_line(exc.__traceback__, template))
+        raise ConfigError(f"{where}: {type(exc).__name__}: {_one_line(exc.message)}") from None
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _template_where(site: Site, filename: str | None, line: int | None) -> str:
+    """``aria2c.template = "x.j2" (/path/x.j2, line 3)``: which template, which file, which line."""
+    parts = [p for p in (filename, f"line {line}" if line else None) if p]
+    return f"aria2c.template = \"{site.aria2c.template}\"" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _template_line(tb: types.TracebackType | None, template: jinja2.Template | None) -> int | None:
+    """The template line an error was raised on: jinja2 rewrites its frames to the template's file and line."""
+    line = None
+    while tb is not None:
+        if template is not None and tb.tb_frame.f_code.co_filename == template.filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def render(site: Site, host: str, create_secret: bool = True) -> Rendered:
