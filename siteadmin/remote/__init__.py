@@ -1,8 +1,12 @@
 """SSH to the WNs: sessions with verified host keys, jump hosts and tunnels, and parallel fan-out.
 
-``session`` opens and pools connections (``SessionPool``, ``Session.run``/``put_file``/
-``open_tunnel``); ``fanout`` runs work on many hosts and folds the results; ``errors`` holds the
-one-line, host-naming errors. Core: never imports the CLI or the console.
+One module per layer, each importing only those above it in this list:
+``errors`` (the one-line, host-naming errors), ``target`` (where a connection goes: site config,
+ssh config, jump host), ``knownhosts`` (reading known_hosts, refusing unknown keys), ``tunnel``
+(local port forwards), ``session`` (one connection: ``Session.run``/``sftp``/``put_file``/
+``read_file``/``open_tunnel``), ``pool`` (``SessionPool``: dialling, handshakes, closing),
+``fanout`` (work on many hosts, results folded), ``service`` (``WNService``: the one way to work
+on many WNs: pool lifetime, cancel, progress, batches). Core: never imports the CLI or the console.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from siteadmin.remote.errors import (
     SshError,
     TunnelError,
 )
-from siteadmin.remote.fanout import HostResult, run_on_hosts, summarise
-from siteadmin.remote.session import CommandResult, JumpHost, Session, SessionPool, open_session, parse_jump_host
+from siteadmin.remote.fanout import Batches, HostResult, Progress, fold_failures, run_on_hosts, summarise
+from siteadmin.remote.pool import SessionPool
+from siteadmin.remote.service import HostWork, WNService
+from siteadmin.remote.session import CommandResult, Session
+from siteadmin.remote.target import JumpHost, parse_jump_host
 from siteadmin.remote.tunnel import Tunnel
 
 # paramiko's transport threads log every failed handshake (a WN that accepts TCP but sends no SSH
@@ -33,6 +40,7 @@ _paramiko_log.propagate = False
 
 __all__ = [
     "AuthFailed",
+    "Batches",
     "CommandFailed",
     "CommandResult",
     "CommandTimeout",
@@ -40,13 +48,16 @@ __all__ = [
     "HostKeyChanged",
     "HostKeyUnknown",
     "HostResult",
+    "HostWork",
     "JumpHost",
+    "Progress",
     "Session",
     "SessionPool",
     "SshError",
     "Tunnel",
     "TunnelError",
-    "open_session",
+    "WNService",
+    "fold_failures",
     "parse_jump_host",
     "run_on_hosts",
     "summarise",

@@ -1,13 +1,14 @@
-"""Facts read off the WNs over SSH: which network interfaces carry IPv4 (for the LPD lint rule)."""
+"""Facts read off the WNs over SSH, on the WN service: which network interfaces carry IPv4 (for the LPD lint rule)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from siteadmin.inventory import Inventory
-from siteadmin.remote.fanout import HostResult, run_on_hosts
-from siteadmin.remote.session import SessionPool
+from siteadmin.remote.fanout import HostResult, Progress
+from siteadmin.remote.service import WNService
+from siteadmin.remote.session import Session
 from siteadmin.site import Site
 
 INTERFACES_COMMAND = "ip -o -4 addr show"
@@ -35,6 +36,8 @@ def wn_interfaces(
     parallelism: int | None = None,
     inventory: Inventory | None = None,
     cancel: threading.Event | None = None,
+    progress: Callable[[Progress[list[str]]], None] | None = None,
+    service: WNService | None = None,
 ) -> list[HostResult[list[str]]]:
     """Each WN's IPv4 interfaces (loopback left out), read over SSH; one result per WN, never raising.
 
@@ -43,12 +46,22 @@ def wn_interfaces(
         hosts: WN names.
         parallelism: WNs at once; ``ssh.parallelism`` when None.
         inventory: the site's Inventory, when the caller has one.
-        cancel: set it to stop; hosts not yet started get a ``cancelled`` result.
+        cancel: set it to stop; hosts not yet started get a ``cancelled`` result, connections in
+            progress are aborted.
+        progress: called with each host's result (and done/total) as it lands.
+        service: an open WN service to run on; a service of its own, closed on return, when None.
+
+    Returns:
+        One HostResult per host, in the order of ``hosts``; ``value`` lists the interface names.
+
+    Raises:
+        ConfigError: unreadable key file or ssh config.
     """
-    with SessionPool(site, inventory) as pool:
 
-        def probe(host: str) -> list[str]:
-            with pool.connect(host) as session:
-                return parse_ipv4_interfaces(session.run(INTERFACES_COMMAND, check=True).stdout)
+    def probe(session: Session) -> list[str]:
+        return parse_ipv4_interfaces(session.run(INTERFACES_COMMAND, check=True).stdout)
 
-        return run_on_hosts(hosts, probe, parallelism or site.ssh.parallelism, cancel=cancel)
+    if service is not None:
+        return service.run(hosts, probe, parallelism=parallelism, cancel=cancel, progress=progress)
+    with WNService(site, inventory) as own:
+        return own.run(hosts, probe, parallelism=parallelism, cancel=cancel, progress=progress)

@@ -1,6 +1,6 @@
 """Can every WN be reached? Log in to each one and run ``uname -n``; one result per WN.
 
-The CLI (`siteadmin reach`) and the console's WN view both run this.
+The CLI (`siteadmin reach`) and the console's WN view both run this, on the WN service.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import threading
 from collections.abc import Callable, Sequence
 
 from siteadmin.inventory import Inventory
-from siteadmin.remote.fanout import HostResult, run_on_hosts
-from siteadmin.remote.session import SessionPool
+from siteadmin.remote.fanout import HostResult, Progress
+from siteadmin.remote.service import WNService
+from siteadmin.remote.session import Session
 from siteadmin.site import Site
 
 
@@ -22,7 +23,8 @@ def reach_wns(
     timeout: float | None = None,
     inventory: Inventory | None = None,
     cancel: threading.Event | None = None,
-    progress: Callable[[HostResult[str]], None] | None = None,
+    progress: Callable[[Progress[str]], None] | None = None,
+    service: WNService | None = None,
 ) -> list[HostResult[str]]:
     """Connect to each WN (host key verified), run ``uname -n``, and close.
 
@@ -34,33 +36,22 @@ def reach_wns(
         inventory: the site's Inventory, when the caller already has one.
         cancel: set it to stop: hosts not yet started get a ``cancelled`` result, connections
             in progress are aborted.
-        progress: called with each host's result as it completes.
+        progress: called with each host's result (and done/total) as it lands.
+        service: an open WN service to run on (its sessions kept or not, as it was made);
+            a service of its own, closed on return, when None.
 
     Returns:
         One HostResult per host, in the order of ``hosts``; ``value`` is the WN's own host name.
         Per-host failures are inside the results, never raised.
+
+    Raises:
+        ConfigError: unreadable key file or ssh config.
     """
-    cancel = cancel if cancel is not None else threading.Event()
-    with SessionPool(site, inventory) as pool:
 
-        def probe(host: str) -> str:
-            # one command per WN: connect, run, close (only a jump host session is shared)
-            with pool.connect(host) as session:
-                return session.run("uname -n", timeout=timeout, check=True).stdout.strip()
+    def probe(session: Session) -> str:
+        return session.run("uname -n", timeout=timeout, check=True).stdout.strip()
 
-        done = threading.Event()
-        watcher = threading.Thread(target=_close_when_cancelled, args=(cancel, done, pool), name="reach-cancel", daemon=True)
-        watcher.start()
-        try:
-            return run_on_hosts(hosts, probe, parallelism or site.ssh.parallelism, cancel=cancel, progress=progress)
-        finally:
-            done.set()
-            watcher.join()
-
-
-def _close_when_cancelled(cancel: threading.Event, done: threading.Event, pool: SessionPool) -> None:
-    # closing the pool aborts connections still in their handshake, so a cancel takes effect now
-    while not done.wait(0.05):
-        if cancel.is_set():
-            pool.close()
-            return
+    if service is not None:
+        return service.run(hosts, probe, parallelism=parallelism, cancel=cancel, progress=progress)
+    with WNService(site, inventory) as own:
+        return own.run(hosts, probe, parallelism=parallelism, cancel=cancel, progress=progress)

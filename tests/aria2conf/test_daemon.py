@@ -23,6 +23,8 @@ from siteadmin.site import load_site
 
 from .conftest import GOOD, Daemon, free_port
 
+pytestmark = pytest.mark.lab
+
 HOST = "wn001.example.org"
 
 

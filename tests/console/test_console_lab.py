@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import DataTable, Static, TabbedContent
 
 from siteadmin.directory import Directory
@@ -9,6 +10,8 @@ from siteadmin.lab import Lab
 from siteadmin.tui.app import SiteadminApp
 
 from .test_console_frame import row_text, settle
+
+pytestmark = pytest.mark.lab
 
 
 def method_of(lab: Lab, ce: str) -> tuple[str, ...]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from io import StringIO
 from pathlib import Path
 
+import pytest
+
 from siteadmin.cli import main
 from siteadmin.lab import Lab
+
+pytestmark = pytest.mark.lab
 
 DROP_TRACKER = """table inet rehearse {
   chain forward {

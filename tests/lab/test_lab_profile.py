@@ -6,10 +6,14 @@ import io
 import stat
 from pathlib import Path
 
+import pytest
+
 from siteadmin.aria2conf import aria2_form, lint, render
 from siteadmin.aria2conf.catalogue import HIDDEN_OVER_RPC
 from siteadmin.cli import main
 from siteadmin.lab import Lab
+
+pytestmark = pytest.mark.lab
 
 
 def test_every_wn_runs_its_rendered_profile(lab: Lab) -> None:

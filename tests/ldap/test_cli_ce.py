@@ -13,6 +13,8 @@ import pytest
 from siteadmin.cli import main
 from siteadmin.secrets import read_secret_file
 
+pytestmark = pytest.mark.lab
+
 MakeSite = Callable[..., Path]
 TRANSCRIPT: list[str] = []
 """Every stdout/stderr of this module's runs, for the password check at the end."""

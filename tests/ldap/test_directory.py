@@ -15,6 +15,8 @@ from siteadmin.errors import ConfigError, ConflictError, PermissionDenied, Servi
 from siteadmin.lab.tls import CertPair, make_ca, make_server_cert
 from siteadmin.site import load_site
 
+pytestmark = pytest.mark.lab
+
 MakeSite = Callable[..., Path]
 
 

@@ -20,6 +20,8 @@ import pytest
 from siteadmin.cli import main
 from siteadmin.lab.sshd import known_hosts_line
 
+pytestmark = pytest.mark.lab
+
 
 def _run(*argv: str) -> tuple[int, str, str]:
     out, err = StringIO(), StringIO()

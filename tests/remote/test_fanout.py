@@ -7,8 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from siteadmin.lab.sshd import known_hosts_line, prepare_sshd, start_sshd, stop_sshd
 from siteadmin.remote import SessionPool, run_on_hosts, summarise
+
+pytestmark = pytest.mark.lab
 
 
 def test_fanout_gives_every_host_its_own_result_and_folds(ssh_lab: Any, tmp_path: Path) -> None:

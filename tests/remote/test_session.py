@@ -27,6 +27,8 @@ from siteadmin.remote import (
     SshError,
 )
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ["wn001.lab", "wn002.lab", "wn003.lab"]
 
 
@@ -240,6 +242,19 @@ def test_put_and_read_file(ssh_lab: Any, tmp_path: Path) -> None:
     assert target.read_bytes() == data
     assert oct(target.stat().st_mode & 0o777) == oct(0o640)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aria2c.conf"]  # no temp file left
+
+
+def test_sftp_client_of_a_session(ssh_lab: Any, tmp_path: Path) -> None:
+    (tmp_path / "a.conf").write_bytes(b"x=1\n")
+    with SessionPool(ssh_lab.site()) as pool:
+        session = pool.session("wn001.lab")
+        with session.sftp(timeout=5.0) as sftp:
+            assert sftp.listdir(str(tmp_path)) == ["a.conf"]
+            assert sftp.get_channel() is not None
+            assert sftp.get_channel().gettimeout() == 5.0  # type: ignore[union-attr]
+            channel = sftp.get_channel()
+        assert channel is not None and channel.closed  # closed with the block
+        assert session.run("true").ok  # the session itself stays open
 
 
 def test_closed_pool_refuses(ssh_lab: Any) -> None:

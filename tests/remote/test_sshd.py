@@ -27,6 +27,7 @@ def test_admin_keypair(tmp_path: Path) -> None:
     assert (kind, blob, comment) == ("ssh-ed25519", key.get_base64(), "siteadmin-lab-admin")
 
 
+@pytest.mark.lab
 def test_prepare_writes_a_private_config(tmp_path: Path, ssh_lab: Any) -> None:
     port = ssh_lab.free_port()
     spec = prepare_sshd(tmp_path / "wn042", name="wn042.lab", listen_host="127.0.0.1", port=port, authorized_keys=ssh_lab.authorized_keys)
@@ -54,6 +55,7 @@ def test_prepare_writes_a_private_config(tmp_path: Path, ssh_lab: Any) -> None:
         assert Path("/run/sshd").is_dir()
 
 
+@pytest.mark.lab
 def test_start_ready_stop(tmp_path: Path, ssh_lab: Any) -> None:
     spec = prepare_sshd(tmp_path / "wn043", name="wn043.lab", listen_host="127.0.0.1", port=ssh_lab.free_port(), authorized_keys=ssh_lab.authorized_keys)
     start = time.monotonic()
@@ -75,6 +77,7 @@ def test_start_ready_stop(tmp_path: Path, ssh_lab: Any) -> None:
         wait_ready("127.0.0.1", spec.port, 0.2)
 
 
+@pytest.mark.lab
 def test_start_failure_quotes_sshd(tmp_path: Path, ssh_lab: Any) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -87,6 +90,7 @@ def test_start_failure_quotes_sshd(tmp_path: Path, ssh_lab: Any) -> None:
     assert "Address already in use" in info.value.message or "Cannot bind any address" in info.value.message
 
 
+@pytest.mark.lab
 def test_bad_config_fails_at_prepare(tmp_path: Path, ssh_lab: Any) -> None:
     with pytest.raises(LabError, match=r"wn045.lab: sshd refuses .*sshd_config: .*"):
         prepare_sshd(
@@ -94,6 +98,7 @@ def test_bad_config_fails_at_prepare(tmp_path: Path, ssh_lab: Any) -> None:
         )
 
 
+@pytest.mark.lab
 def test_known_hosts_file(tmp_path: Path, ssh_lab: Any) -> None:
     path = tmp_path / "kh"
     write_known_hosts(path, ssh_lab.specs, include_names=True)
@@ -108,6 +113,7 @@ def test_known_hosts_file(tmp_path: Path, ssh_lab: Any) -> None:
     assert "127.0.0.1" not in path.read_text()
 
 
+@pytest.mark.lab
 def test_paths_with_blanks(tmp_path: Path, ssh_lab: Any) -> None:
     from siteadmin.remote import SessionPool
 
@@ -131,6 +137,7 @@ def test_paths_with_blanks(tmp_path: Path, ssh_lab: Any) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to run sshd as another, unprivileged user")
+@pytest.mark.lab
 def test_unprivileged_sshd_lets_its_own_user_in(ssh_lab: Any) -> None:
     import pwd
 

@@ -14,6 +14,8 @@ import pytest
 
 from siteadmin.remote import SessionPool, TunnelError
 
+pytestmark = pytest.mark.lab
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name

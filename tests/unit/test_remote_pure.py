@@ -15,7 +15,8 @@ from siteadmin.lab.sshd import known_hosts_line, known_hosts_pattern
 from siteadmin.remote import HostResult, JumpHost, parse_jump_host, run_on_hosts, summarise
 from siteadmin.remote.errors import AuthFailed, ConnectFailed
 from siteadmin.remote.fanout import describe_error
-from siteadmin.remote.session import known_hosts_name, resolve_jump, resolve_target
+from siteadmin.remote.knownhosts import known_hosts_name
+from siteadmin.remote.target import resolve_jump, resolve_target
 from siteadmin.site import site_from_mapping
 
 # ---------------------------------------------------------------- jump host strings
