@@ -6,13 +6,24 @@ loopback otherwise) with a small package, and takes it down at the end. It yield
 ``.namespaces``, ``.router_ns``/``.cern_ns``/``.wn_ns(name)``, ``.rpc(name, method)``,
 ``.apply_nft(ns, rules)``/``.flush_nft(ns)``, ``.exec_in(ns, argv)``, ``.status()``.
 Tests must leave the lab as they found it (flush the rules they add).
+
+Test tiers: a test that starts a lab or any daemon (slapd, sshd, aria2c, opentracker) is marked
+``lab``, so ``pytest -m "not lab"`` (quality gates and pure tests) starts nothing. Two guards keep
+it so: a test not marked ``lab`` that asks for a daemon fixture (``DAEMON_FIXTURES``, directly or
+through another fixture) fails before its fixtures run, and one that starts a daemon program
+(``DAEMON_PROGRAMS``) in this interpreter any other way fails at that start; both messages say
+which marker line to add. aria2c reading a profile and exiting (``check_with_aria2c``) is no daemon.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +60,82 @@ def lab(tmp_path_factory: pytest.TempPathFactory, lab_cache_dir: Path) -> Iterat
         yield handle
     finally:
         handle.down()
+
+
+# ---------------------------------------------------------------- test tiers
+
+DAEMON_FIXTURES = frozenset({"lab", "own_lab", "ssh_lab"})
+"""Fixtures that start daemons: the lab site here and the ldap/ folder's slapd (both ``lab``),
+ldap/'s ``own_lab`` and remote/'s ``ssh_lab``. A fixture built on one of them counts too."""
+
+DAEMON_PROGRAMS = frozenset({"slapd", "sshd", "aria2c", "opentracker"})
+
+ARIA2C_CHECK_ARGS = ("--enable-rpc=false", "--daemon=false")
+"""With these aria2c serves nothing and stays in the foreground: it reads the profile and exits
+(siteadmin.aria2conf's ``NO_START_ARGS``, which the fast tier's aria2c checks use)."""
+
+MARKER_HINT = (
+    "add `@pytest.mark.lab` above the test, or `pytestmark = pytest.mark.lab` after the imports "
+    "of its module when every test there needs daemons"
+)
+
+_running: list[pytest.Item] = []
+"""The test whose setup, call or teardown runs now (set by pytest_runtest_protocol)."""
+
+
+def needs_marker(item: pytest.Item) -> bool:
+    return item.get_closest_marker("lab") is None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail an unmarked test that asks for a daemon fixture before any fixture starts one."""
+    wanted = sorted(DAEMON_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if wanted and needs_marker(item):
+        pytest.fail(f"{item.nodeid} uses {', '.join(wanted)}, which starts daemons, but is not marked lab: {MARKER_HINT}", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    _running.append(item)
+    try:
+        yield
+    finally:
+        _running.remove(item)
+
+
+def daemon_started(args: Any) -> str | None:
+    """The daemon program a Popen ``args`` would start (through ``ip netns exec`` too), or None."""
+    if isinstance(args, (str, bytes, os.PathLike)):
+        argv = shlex.split(os.fsdecode(args))
+    else:
+        argv = [os.fsdecode(arg) for arg in args]
+    if argv[:3] == ["ip", "netns", "exec"]:
+        argv = argv[4:]
+    program = os.path.basename(argv[0]) if argv else ""
+    if program not in DAEMON_PROGRAMS:
+        return None
+    if program == "aria2c" and all(arg in argv for arg in ARIA2C_CHECK_ARGS):
+        return None
+    return program
+
+
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_popen_init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+    item = _running[-1] if _running else None
+    program = daemon_started(args) if item is not None and needs_marker(item) else None
+    if item is not None and program is not None:
+        pytest.fail(f"{item.nodeid} starts {program} but is not marked lab: {MARKER_HINT}", pytrace=False)
+    _popen_init(self, args, *rest, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Popen is patched for the whole session, so a daemon started by a module- or session-wide
+    # fixture is caught too: it starts during the setup of the first test that needs it.
+    subprocess.Popen.__init__ = _guarded_popen_init  # type: ignore[method-assign]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    subprocess.Popen.__init__ = _popen_init  # type: ignore[method-assign]
