@@ -1,12 +1,14 @@
 """The aria2c profile every WN runs: option catalogue, rendering, validation and security lint.
 
-The rollout and the console use this package through the names below; it imports nothing
+The rollout and the console use this package through the names below (``check_profiles`` is
+the one profile check of render, lint, the console and the rollout plan); it imports nothing
 from the CLI or the console.
 """
 
 from __future__ import annotations
 
 from siteadmin.aria2conf.catalogue import CATALOGUE, Change, Kind, OptionSpec, aria2_form
+from siteadmin.aria2conf.check import HostCheck, InterfaceProbe, ProfileCheck, Verdict, check_profiles, hosts_to_check
 from siteadmin.aria2conf.conffile import parse_conf
 from siteadmin.aria2conf.lint import RULES, Finding, allowed_rules, lint
 from siteadmin.aria2conf.render import (
@@ -24,6 +26,12 @@ from siteadmin.aria2conf.validate import aria2c_path, check_option, check_with_a
 
 __all__ = [
     "CATALOGUE",
+    "HostCheck",
+    "InterfaceProbe",
+    "ProfileCheck",
+    "Verdict",
+    "check_profiles",
+    "hosts_to_check",
     "PLACEHOLDER_HOST",
     "RULES",
     "Change",

@@ -2,25 +2,27 @@
 
 ``render`` prints each selected WN's profile with secrets masked; ``--out DIR`` writes one
 file per WN (0600, real secrets) instead, and only when every profile passes validation,
-aria2c's own check and the security lint. ``lint`` reports findings, hosts folded by finding;
-it exits 1 on errors and 0 when there are only warnings.
+aria2c's own check and the security lint. ``lint`` reports findings, hosts folded by finding,
+and (with ``--json``) each WN's verdict; it exits 1 on errors and 0 when there are only warnings.
+Both run ``siteadmin.aria2conf.check_profiles``, the check the console's Profile tab runs.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from siteadmin.aria2conf import PLACEHOLDER_HOST, Finding, Rendered, allowed_rules, aria2c_path, check_with_aria2c, lint, render
-from siteadmin.aria2conf.lint import ERROR, RULES
-from siteadmin.errors import ConfigError, ExitCode, UsageError
-from siteadmin.inventory import Inventory, fold
+from siteadmin.aria2conf import Rendered
+from siteadmin.aria2conf.check import FINDING_ORDER, InterfaceProbe, ProfileCheck, check_allow, check_profiles, hosts_to_check
+from siteadmin.aria2conf.lint import ERROR, RULES, Finding
+from siteadmin.errors import ConfigError, ExitCode, ServiceUnreachable
+from siteadmin.inventory import fold
 from siteadmin.secrets import write_private_file
 from siteadmin.site import Site
 
-if False:  # typing only
+if TYPE_CHECKING:
     from siteadmin.cli import Context
 
 
@@ -41,55 +43,46 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     lt.set_defaults(handler=lint_command)
 
 
-def _hosts(site: Site, pattern: str | None) -> list[str]:
-    inventory = Inventory(site)
-    if pattern is None and not inventory.select(None):
-        return [PLACEHOLDER_HOST]
-    return inventory.select(pattern)
+def _check_all(ctx: Context, args: argparse.Namespace) -> tuple[ProfileCheck, list[Rendered], dict[str, list[Finding]]]:
+    """The profile check of every selected host (the one the console runs too); findings per host.
 
-
-def _allow(site: Site, extra: Iterable[str]) -> tuple[str, ...]:
-    extra = list(extra)
-    unknown = [rule for rule in extra if rule not in RULES]
-    if unknown:
-        raise UsageError(f"--allow {unknown[0]}: no such lint rule", f"rules: {', '.join(RULES)}")
-    return (*allowed_rules(site), *extra)
-
-
-def _check_all(ctx: Context, args: argparse.Namespace) -> tuple[list[Rendered], dict[str, list[Finding]]]:
-    """Render, lint and aria2c-check every selected host; findings per host."""
+    Raises:
+        ConfigError: a profile that cannot be rendered (the first such host's error).
+    """
     site = ctx.site
-    allow = _allow(site, args.allow)
-    rendered = [render(site, host) for host in _hosts(site, args.host)]
-    checked: dict[str, list[str]] = {}
-    use_aria2c = not args.no_aria2c_check and aria2c_path() is not None
-    if not args.no_aria2c_check and not use_aria2c:
-        ctx.note("aria2c not installed: profiles not checked by aria2c itself")
-    findings: dict[str, list[Finding]] = {}
-    interfaces = _probe_interfaces(site, [item.host for item in rendered], findings) if getattr(args, "probe", False) else {}
-    for item in rendered:
-        found = findings.get(item.host, []) + lint(site, item.options, allow=allow, interfaces=interfaces.get(item.host))
-        if use_aria2c:
-            # texts of hosts with equal options differ in comments only (render proved it), so
-            # aria2c needs to read each distinct option set once
-            if item.hash not in checked:
-                checked[item.hash] = check_with_aria2c(item.text, secrets=item.secrets)
-            found += [Finding(ERROR, "aria2c", problem, "aria2c") for problem in checked[item.hash]]
-        findings[item.host] = found
-    return rendered, findings
+    allow = check_allow(args.allow)
+    hosts = hosts_to_check(site, args.host)
+    probe = _interface_probe(site) if getattr(args, "probe", False) else None
+    checked = check_profiles(site, hosts, allow=allow, aria2c=not args.no_aria2c_check, interfaces=probe)
+    for note in checked.notes:
+        ctx.note(note)
+    return checked, _rendered_or_raise(checked), {h.host: list(h.findings) for h in checked.hosts}
 
 
-def _probe_interfaces(site: Site, hosts: list[str], findings: dict[str, list[Finding]]) -> dict[str, list[str]]:
-    """Each WN's IPv4 interfaces over SSH; a WN that cannot be probed gets an error finding."""
+def _rendered_or_raise(checked: ProfileCheck) -> list[Rendered]:
+    rendered = []
+    for host in checked.hosts:
+        if host.error is not None:
+            raise host.error
+        if host.rendered is not None:
+            rendered.append(host.rendered)
+    return rendered
+
+
+def _interface_probe(site: Site) -> InterfaceProbe:
+    """Each WN's IPv4 interfaces over SSH, as the profile check takes them."""
     from siteadmin.remote.facts import wn_interfaces
 
-    known: dict[str, list[str]] = {}
-    for result in wn_interfaces(site, [h for h in hosts if h != PLACEHOLDER_HOST]):
-        if result.ok and result.value is not None:
-            known[result.host] = result.value
-        else:
-            findings[result.host] = [Finding(ERROR, "ssh", f"cannot probe interfaces: {result.error}", "probe")]
-    return known
+    def probe(hosts: Sequence[str]) -> Mapping[str, Sequence[str] | BaseException]:
+        known: dict[str, Sequence[str] | BaseException] = {}
+        for result in wn_interfaces(site, hosts):
+            if result.ok and result.value is not None:
+                known[result.host] = result.value
+            else:
+                known[result.host] = result.exception or ServiceUnreachable(result.detail())
+        return known
+
+    return probe
 
 
 def _folded(findings: dict[str, list[Finding]]) -> list[dict[str, Any]]:
@@ -98,7 +91,7 @@ def _folded(findings: dict[str, list[Finding]]) -> list[dict[str, Any]]:
     for host, found in findings.items():
         for finding in found:
             hosts_of.setdefault(finding, []).append(host)
-    order = [*RULES, "aria2c", "probe"]
+    order = list(FINDING_ORDER)
     rows = [{"hosts": fold(hosts), **f.as_dict()} for f, hosts in hosts_of.items()]
     return sorted(rows, key=lambda r: (r["level"] != ERROR, order.index(r["rule"]), r["hosts"]))
 
@@ -108,16 +101,17 @@ def _findings_text(rows: list[dict[str, Any]]) -> str:
 
 
 def lint_command(ctx: Context, args: argparse.Namespace) -> int:
-    rendered, findings = _check_all(ctx, args)
+    checked, _, findings = _check_all(ctx, args)
     rows = _folded(findings)
     errors = sum(1 for r in rows if r["level"] == ERROR)
-    data = {"hosts": fold(findings), "count": len(findings), "errors": errors, "findings": rows}
+    verdicts = {host: verdict.value for host, verdict in checked.verdicts.items()}
+    data = {"hosts": fold(findings), "count": len(findings), "errors": errors, "findings": rows, "verdicts": verdicts}
     ctx.emit(data, lambda d: _findings_text(d["findings"]) or f"{d['hosts']}: no findings")
     return ExitCode.FAILED if errors else ExitCode.OK
 
 
 def render_command(ctx: Context, args: argparse.Namespace) -> int:
-    rendered, findings = _check_all(ctx, args)
+    _, rendered, findings = _check_all(ctx, args)
     rows = _folded(findings)
     errors = [r for r in rows if r["level"] == ERROR]
     for row in rows:

@@ -40,6 +40,7 @@ def run(*argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def site_file(tmp_path: Path) -> Path:
     path = tmp_path / "site.toml"
+    path.touch(mode=0o600)  # it holds a proxy password: a site.toml with a secret must be 0600
     path.write_text(textwrap.dedent(SITE))
     return path
 
