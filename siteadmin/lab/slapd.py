@@ -34,10 +34,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from ldap3.utils.dn import escape_rdn
-
+from siteadmin.directory import ce_container, ce_dn, ldif_line
 from siteadmin.errors import LabError
 from siteadmin.lab.tls import make_ca, make_server_cert
 from siteadmin.secrets import generate_secret, write_secret_file
@@ -113,7 +113,7 @@ class SlapdSpec:
 
     def ce_dn(self, name: str, site: str | None = None) -> str:
         """The DN of a CE entry of this lab (escaped)."""
-        return f"name={escape_rdn(name)},{ce_container(site or self.site_name, self.base)}"
+        return ce_dn(name, site or self.site_name, self.base)
 
     def wait_ready(self, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> float:
         """Poll until slapd answers an anonymous bind on the plain port.
@@ -153,11 +153,6 @@ class SlapdSpec:
             time.sleep(0.015)
 
 
-def ce_container(site: str, base: str = BASE) -> str:
-    """DN of the CE container of a site: ``ou=CE,ou=Services,ou=<SITE>,ou=Sites,<base>``."""
-    return f"ou=CE,ou=Services,ou={escape_rdn(site)},ou=Sites,{base}"
-
-
 def ssha(password: str) -> str:
     """A salted SHA-1 userPassword value ({SSHA}), as slappasswd makes, without putting the secret in argv."""
     salt = os.urandom(8)
@@ -165,15 +160,8 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
-def _ldif_value(attr: str, value: str) -> str:
-    safe = value.isascii() and value == value.strip() and not value.startswith((":", "<")) and not any(c in value for c in "\r\n\0")
-    if safe:
-        return f"{attr}: {value}"
-    return f"{attr}:: {base64.b64encode(value.encode()).decode()}"
-
-
 def _entry(dn: str, attrs: list[tuple[str, str]]) -> str:
-    return "\n".join([_ldif_value("dn", dn), *(_ldif_value(a, v) for a, v in attrs)]) + "\n"
+    return "\n".join([ldif_line("dn", dn), *(ldif_line(a, v) for a, v in attrs)]) + "\n"
 
 
 def _account(dn: str, cn: str, password_hash: str) -> str:
@@ -192,20 +180,25 @@ def _tree_ldif(site: str, ces: list[tuple[str, str | None, str]], admin_hash: st
     if site != OTHER_SITE:
         sites.append((OTHER_SITE, [("CE1", "CVMFS", "ce1.other.example")]))
     for name, site_ces in sites:
-        site_dn = f"ou={escape_rdn(name)},ou=Sites,{base}"
+        container = ce_container(name, base)
+        services = container.split(",", 1)[1]
+        site_dn = services.split(",", 1)[1]
         entries.append(_entry(site_dn, [("objectClass", "organizationalUnit"), ("ou", name)]))
-        entries.append(_entry(f"ou=Services,{site_dn}", [("objectClass", "organizationalUnit"), ("ou", "Services")]))
-        entries.append(_entry(f"ou=CE,ou=Services,{site_dn}", [("objectClass", "organizationalUnit"), ("ou", "CE")]))
+        entries.append(_entry(services, [("objectClass", "organizationalUnit"), ("ou", "Services")]))
+        entries.append(_entry(container, [("objectClass", "organizationalUnit"), ("ou", "CE")]))
         for ce, method, host in site_ces:
             attrs = [("objectClass", "AliEnCE"), ("name", ce), ("type", "LCG"), ("host", host), ("maxqueuedjobs", "100"), ("maxjobs", "1000")]
             if method is not None:
                 attrs.append(("installMethod", method))
             attrs.append(("environment", "ALIEN_SITE=" + name))
-            entries.append(_entry(f"name={escape_rdn(ce)},{ce_container(name, base)}", attrs))
+            entries.append(_entry(ce_dn(ce, name, base), attrs))
     return "\n".join(entries)
 
 
-def _slapd_conf(workdir: Path, site: str, base: str, cert: Path, key: Path, ca: Path, require_tls: bool) -> str:
+def _slapd_conf(
+    workdir: Path, site: str, base: str, cert: Path, key: Path, ca: Path, require_tls: bool,
+    extra_global: Sequence[str] = (), extra_conf: Sequence[str] = (),
+) -> str:
     admin = f"cn=admin,ou=People,{base}"
     lines = [
         f"include {SCHEMA_DIR / 'core.schema'}",
@@ -221,6 +214,7 @@ def _slapd_conf(workdir: Path, site: str, base: str, cert: Path, key: Path, ca: 
     ]
     if require_tls:
         lines.append("security simple_bind=128")
+    lines += list(extra_global)
     lines += [
         "",
         "database mdb",
@@ -237,6 +231,8 @@ def _slapd_conf(workdir: Path, site: str, base: str, cert: Path, key: Path, ca: 
         "  by * none",
         "access to *",
         "  by * read",
+        "",
+        *extra_conf,
         "",
     ]
     return "\n".join(lines)
@@ -270,6 +266,8 @@ def prepare_slapd(
     server_names: list[str],
     ces: list[tuple[str, str | None, str]] | None = None,
     require_tls: bool = True,
+    extra_global: Sequence[str] = (),
+    extra_conf: Sequence[str] = (),
 ) -> SlapdSpec:
     """Write a ready-to-run slapd into workdir: config, schema, certificates, loaded database, passwords.
 
@@ -283,6 +281,9 @@ def prepare_slapd(
         server_names: further names and addresses the server certificate is valid for, e.g. ``["localhost"]``.
         ces: (name, installMethod or None, host) per CE; ``DEFAULT_CES`` when None.
         require_tls: refuse simple binds without TLS (``security simple_bind=128``).
+        extra_global: further global slapd.conf lines (before the database), e.g.
+            ``disallow bind_simple`` for a server that wants SASL binds only.
+        extra_conf: further lines after the site's database, e.g. another database.
 
     Returns:
         The SlapdSpec to run and reach it.
@@ -316,7 +317,7 @@ def prepare_slapd(
 
     (workdir / "alien.schema").write_text(SCHEMA, encoding="utf-8")
     conf = workdir / "slapd.conf"
-    conf.write_text(_slapd_conf(workdir, site_name, BASE, server.cert, server.key, ca.cert, require_tls), encoding="utf-8")
+    conf.write_text(_slapd_conf(workdir, site_name, BASE, server.cert, server.key, ca.cert, require_tls, extra_global, extra_conf), encoding="utf-8")
     data = workdir / "tree.ldif"
     data.write_text(_tree_ldif(site_name, ce_list, ssha(admin_pw), ssha(reader_pw), BASE), encoding="utf-8")
     _run([_tool("slaptest"), "-u", "-f", str(conf)], "slaptest")

@@ -13,6 +13,7 @@ from typing import Any
 import ldap3
 import pytest
 
+from siteadmin.lab.netns import free_port
 from siteadmin.lab.slapd import DEFAULT_CES, SlapdSpec, prepare_slapd, start_slapd, stop_slapd
 from siteadmin.secrets import read_secret_file
 
@@ -146,12 +147,6 @@ def cut_proxy() -> Iterator[Callable[..., CutProxy]]:
         proxy.close()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Lab:
     """A running lab slapd and what the tests need to reach it."""
 
@@ -203,10 +198,12 @@ class Lab:
             conn.unbind()
 
 
-def start_lab(workdir: Path, ces: list[tuple[str, str | None, str]] | None = None, require_tls: bool = True, defer_start: bool = False) -> Lab:
+def start_lab(
+    workdir: Path, ces: list[tuple[str, str | None, str]] | None = None, require_tls: bool = True, defer_start: bool = False, **conf: Any
+) -> Lab:
     spec = prepare_slapd(
         workdir, site_name=SITE, listen_host="127.0.0.1", ldap_port=free_port(), ldaps_port=free_port(),
-        server_names=["localhost"], ces=ces, require_tls=require_tls,
+        server_names=["localhost"], ces=ces, require_tls=require_tls, **conf,
     )
     lab = Lab(spec)
     if not defer_start:
@@ -225,11 +222,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture
 def own_lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
-    """own_lab(ces, require_tls=True, defer_start=False) -> a private slapd for tests that kill or break it."""
+    """own_lab(ces, require_tls=True, defer_start=False, **conf) -> a private slapd for tests that kill or break it.
+
+    conf goes to prepare_slapd (extra_global, extra_conf: a slapd that refuses in its own way).
+    """
     made: list[Lab] = []
 
-    def make(ces: list[tuple[str, str | None, str]], require_tls: bool = True, defer_start: bool = False) -> Lab:
-        lab = start_lab(tmp_path / f"lab{len(made)}", ces, require_tls=require_tls, defer_start=defer_start)
+    def make(ces: list[tuple[str, str | None, str]], require_tls: bool = True, defer_start: bool = False, **conf: Any) -> Lab:
+        lab = start_lab(tmp_path / f"lab{len(made)}", ces, require_tls=require_tls, defer_start=defer_start, **conf)
         made.append(lab)
         return lab
 

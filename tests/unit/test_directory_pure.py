@@ -1,4 +1,4 @@
-"""Pure helpers of siteadmin.directory: method validation, escaping, LDIF, assertion control, restore."""
+"""Pure helpers of siteadmin.directory (both layers): method validation, escaping, LDIF, assertion control, restore."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ldap3.utils.dn import parse_dn
 
 from siteadmin import directory as d
 from siteadmin.audit import AuditRecord
+from siteadmin.directory import ldap
 from siteadmin.errors import ConfigError, UsageError
 
 METHODS = ["Torrent", "TorrentPerHost", "CVMFS", "Parrot", "Local"]
@@ -90,8 +91,8 @@ def test_absent_assertion_matches_ldap3_encoding() -> None:
     from pyasn1.codec.ber import encoder
 
     node = parse_filter("(!(installMethod=*))", None, auto_escape=True, auto_encode=True, validator=None, check_names=False)
-    assert d.absent_assertion() == encoder.encode(compile_filter(node.elements[0]))
-    assert d.absent_assertion() == b"\xa2\x0f\x87\x0dinstallMethod"
+    assert d.absent_assertion("installMethod") == encoder.encode(compile_filter(node.elements[0]))
+    assert d.absent_assertion("installMethod") == b"\xa2\x0f\x87\x0dinstallMethod"
 
 
 @pytest.mark.parametrize(("value", "line"), [("Torrent", "installMethod: Torrent"), ("", "installMethod: ")])
@@ -124,7 +125,7 @@ def test_modify_ldif_for_absent_value_carries_the_assertion() -> None:
     text = d.modify_ldif("name=CE3,o=x", (), "Torrent")
     lines = text.splitlines()
     assert lines[1].startswith("control: 1.3.6.1.1.12 true:: ")
-    assert base64.b64decode(lines[1].split(":: ")[1]) == d.absent_assertion()
+    assert base64.b64decode(lines[1].split(":: ")[1]) == d.absent_assertion("installMethod")
     assert "delete:" not in text and "add: installMethod\ninstallMethod: Torrent\n-\n" in text
 
 
@@ -194,10 +195,10 @@ def test_tls_reason_reads_the_wrapped_text() -> None:
         "('socket ssl wrapping error: [SSL: CERTIFICATE_VERIFY_FAILED] "
         "certificate verify failed: self-signed certificate in certificate chain (_ssl.c:1006)',)"
     )
-    assert d._tls_reason(Exception(msg)) == "certificate verify failed: self-signed certificate in certificate chain"
-    assert d._tls_reason(Exception("[Errno 111] Connection refused")) is None
+    assert ldap.tls_reason(Exception(msg)) == "certificate verify failed: self-signed certificate in certificate chain"
+    assert ldap.tls_reason(Exception("[Errno 111] Connection refused")) is None
     mismatch = (
         "(\"socket ssl wrapping error: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
         "Hostname mismatch, certificate is not valid for \\'vm\\'. (_ssl.c:1006)\",)"
     )
-    assert d._tls_reason(Exception(mismatch)) == "certificate verify failed: Hostname mismatch, certificate is not valid for 'vm'"
+    assert ldap.tls_reason(Exception(mismatch)) == "certificate verify failed: Hostname mismatch, certificate is not valid for 'vm'"
