@@ -2,9 +2,15 @@
 
 Any core service records here (``directory`` for installMethod changes, ``rollout`` for WN
 configs). ``record`` opens the file with ``O_APPEND`` (mode 0600 when it creates it), writes
-the whole line with one ``write`` call and fsyncs; it never rewrites or truncates. ``read``
-returns every line in order; a line that is not valid UTF-8 JSON object (a torn write, a
-hand edit) comes back as an unreadable record, never hiding the lines around it.
+the whole line with one ``write`` call and fsyncs; it never rewrites or truncates.
+``iter_records`` streams the lines in order (``read`` collects them); a line that is not a valid
+UTF-8 JSON object (a torn write, a hand edit) or longer than ``MAX_LINE_BYTES`` comes back as an
+unreadable record, never hiding the lines around it, and memory stays bounded whatever the file.
+
+The log is trusted like a config (``siteadmin.trust``: owned by the user or root, not writable
+by others, nor its folder) since ``ce disable`` restores the method it finds there; it is never
+opened through a symbolic link (a link planted at its path would redirect the appends), and only
+a regular file is read.
 
 Every event gets ``when`` (UTC, ISO 8601) and ``user`` (the local user; ``sudo_user`` when run
 through sudo) unless the caller sets them. The rest of the fields are the caller's; for
@@ -18,11 +24,18 @@ import datetime
 import getpass
 import json
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from siteadmin import trust
 from siteadmin.errors import ConfigError
+
+MAX_LINE_BYTES = 64 * 1024
+"""An audit line longer than this is reported as unreadable and skipped (records are a few hundred bytes)."""
+
+WHAT = "audit log"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,17 +73,46 @@ def _resolve(path: Path) -> Path:
     return Path(path).expanduser()
 
 
+def _open_log(path: Path, flags: int) -> int:
+    """Open the audit log without following a link at its name; the log and its folder must be trusted.
+
+    Raises:
+        ConfigError: a symbolic link, not a regular file, untrusted, or any other OSError.
+    """
+    trust.check_folder_of(path, WHAT)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError:
+        if os.path.islink(path):
+            raise ConfigError(
+                f"audit.path {path}: is a symbolic link; siteadmin does not follow it", "point audit.path at the log file itself"
+            ) from None
+        raise
+    try:
+        _check_opened(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_opened(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"audit.path {path}: not a regular file", "point audit.path at a file")
+    trust.check_stat(path, info, WHAT)
+
+
 def check_writable(path: Path) -> None:
     """Make sure the audit log can be appended to, before changing anything.
 
     Raises:
-        ConfigError: the file or its folder cannot be created or opened for appending.
+        ConfigError: the file or its folder cannot be created or opened for appending, the path
+            is a symbolic link or not a regular file, or the log or its folder is not trusted.
     """
     path = _resolve(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.close(fd)
+        os.close(_open_log(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
     except OSError as exc:
         raise ConfigError(f"audit.path {path}: cannot append: {exc.strerror}", "fix the path or its permissions before changing anything") from None
 
@@ -102,8 +144,8 @@ def record(path: Path, event: Mapping[str, Any]) -> dict[str, Any]:
     data = (line + "\n").encode("utf-8", "backslashreplace")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        created = not path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        created = not os.path.lexists(path)
+        fd = _open_log(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             size = os.fstat(fd).st_size
             # A torn last line (crash mid-write) must not swallow this record: start a new line.
@@ -149,8 +191,53 @@ def parse_line(number: int, raw: bytes) -> AuditRecord:
     return AuditRecord(number, event, None, text)
 
 
+def iter_records(path: Path, max_line: int = MAX_LINE_BYTES) -> Iterator[AuditRecord]:
+    """Stream the audit log's lines in order; blank lines are skipped, unreadable ones kept as such.
+
+    Memory stays bounded by ``max_line`` whatever the file holds: a longer line comes back as an
+    unreadable record (its first bytes kept for showing) and the rest of it is skipped unread.
+
+    Args:
+        path: the audit log.
+        max_line: the longest line decoded, in bytes.
+
+    Yields:
+        One AuditRecord per non-blank line; nothing when the file does not exist yet.
+
+    Raises:
+        ConfigError: the file exists but cannot be read, is a symbolic link or not a regular
+            file, or is not trusted (``UntrustedFile``).
+    """
+    path = _resolve(path)
+    try:
+        fd = _open_log(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"audit.path {path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        number = 0
+        while True:
+            try:
+                raw = handle.readline(max_line + 1)
+            except OSError as exc:
+                raise ConfigError(f"audit.path {path}: cannot read line {number + 1}: {exc.strerror}") from None
+            if not raw:
+                return
+            number += 1
+            if len(raw) > max_line and not raw.endswith(b"\n"):
+                head = raw[:120].decode("utf-8", errors="replace")
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line, a bounded piece at a time
+                    raw = handle.readline(max_line)
+                yield AuditRecord(number, None, f"longer than {max_line} bytes, skipped", head)
+                continue
+            raw = raw.rstrip(b"\n").rstrip(b"\r")
+            if raw.strip():
+                yield parse_line(number, raw)
+
+
 def read(path: Path) -> list[AuditRecord]:
-    """Every line of the audit log in order; blank lines are skipped, unreadable ones kept as such.
+    """Every line of the audit log in order (``iter_records`` collected).
 
     Args:
         path: the audit log.
@@ -159,17 +246,6 @@ def read(path: Path) -> list[AuditRecord]:
         One AuditRecord per non-blank line; an empty list when the file does not exist yet.
 
     Raises:
-        ConfigError: the file exists but cannot be read.
+        ConfigError: the file exists but cannot be read or is not trusted.
     """
-    path = _resolve(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ConfigError(f"audit.path {path}: cannot read: {exc.strerror}") from None
-    records = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if raw.strip():
-            records.append(parse_line(number, raw.rstrip(b"\r")))
-    return records
+    return list(iter_records(path))

@@ -4,11 +4,21 @@ Every failure the admin can cause or meet (bad config, refused LDAP write, unrea
 service) is a ``SiteadminError`` carrying a one-line message and an optional hint. The CLI
 prints ``siteadmin: <category>: <message>`` and exits with ``exit_code_for(error)``; the
 console shows the same message in a notice. Nothing else should reach the admin as a traceback.
+
+It also owns the two other ways text reaches the admin from the core: ``warn`` (a one-line
+warning that does not stop the work; the CLI prints it as ``siteadmin: warning: ...``, the
+console shows it as a notice) and ``printable`` (what every face applies to text before it
+reaches a terminal, so names from LDAP, the audit log or a WN cannot drive the terminal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import sys
+import threading
+import unicodedata
+from collections.abc import Callable, Iterator
 
 
 class ExitCode(enum.IntEnum):
@@ -61,6 +71,12 @@ class ConfigError(SiteadminError):
     exit_code = ExitCode.USAGE
 
 
+class UntrustedFile(ConfigError):
+    """A file or folder siteadmin reads is owned by another user or writable by others."""
+
+    category = "untrusted"
+
+
 class InventoryError(ConfigError):
     """A hostlist pattern or group name that cannot be resolved."""
 
@@ -102,3 +118,72 @@ def exit_code_for(error: BaseException) -> ExitCode:
     if isinstance(error, SiteadminError):
         return error.exit_code
     return ExitCode.FAILED
+
+
+# ---------------------------------------------------------------- text shown on a terminal
+
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Control (C0, DEL, C1), format (bidi overrides and isolates, zero-width), lone surrogates, line and paragraph separators."""
+
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal: control and bidi characters written out visibly.
+
+    C0 and C1 controls, DEL, Unicode format characters (bidi embeddings, overrides and isolates
+    U+202A-202E and U+2066-2069, the marks U+200E/200F and U+061C, zero-width characters), line
+    and paragraph separators and lone surrogates become ``\\x1b``, ``\\u202e``, ``\\n`` and so on.
+    Everything else, backslashes included, is kept as it is, so the result is for reading, not
+    for parsing: ``--json`` output keeps the exact values.
+    """
+    if text.isprintable():  # the common case: nothing to do
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in _ESCAPED_CATEGORIES else c for c in text)
+
+
+# ---------------------------------------------------------------- warnings
+
+WarningHandler = Callable[[str], None]
+"""Receives one warning line (without the ``siteadmin: warning:`` prefix)."""
+
+_handlers: list[WarningHandler] = []
+_handlers_lock = threading.Lock()
+
+
+def warn(message: str) -> None:
+    """Tell the admin something that does not stop the work but must not go unseen (one line).
+
+    The message goes to the handler the face installed with ``warnings_to`` (the CLI prints it on
+    stderr, the console shows a notice); with none installed, to stderr as the CLI would print it.
+    Safe to call from any thread.
+    """
+    with _handlers_lock:
+        handler = _handlers[-1] if _handlers else None
+    if handler is not None:
+        handler(message)
+    else:
+        sys.stderr.write(f"siteadmin: warning: {printable(message)}\n")
+
+
+@contextlib.contextmanager
+def warnings_to(handler: WarningHandler) -> Iterator[None]:
+    """Send ``warn`` messages to ``handler`` while the block runs (the innermost handler wins)."""
+    with _handlers_lock:
+        _handlers.append(handler)
+    try:
+        yield
+    finally:
+        with _handlers_lock:
+            _handlers.remove(handler)

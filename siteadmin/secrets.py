@@ -2,8 +2,10 @@
 
 A secret file is 0600 from its first byte: it is created with that mode by ``os.open`` and
 written through a temp file in the same directory, then renamed, so no reader ever sees a
-half-written or wider-open file. Reading refuses files that group or others can read.
-Secrets never go into argv, logs or screens; ``mask`` is what displays show instead.
+half-written or wider-open file. Reading refuses what is not a regular file (a FIFO, a device,
+a symbolic link), files that group or others can read, and files or folders that someone other
+than the user (or root) owns or can write to (``siteadmin.trust``). Secrets never go into argv,
+logs or screens; ``MASK`` is what displays show instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import stat
 import threading
 from pathlib import Path
 
+from siteadmin import trust
 from siteadmin.errors import ConfigError
 
 MASK = "********"
@@ -92,22 +95,46 @@ def write_secret_file(path: Path, value: str) -> None:
         raise ConfigError(f"{path}: cannot write secret file: {exc.strerror}") from None
 
 
+MAX_SECRET_BYTES = 64 * 1024
+"""A secret file larger than this is refused unread (secrets are one short line)."""
+
+
 def read_secret_file(path: Path, what: str = "secret") -> str:
-    """Read a one-line secret, refusing files readable by group or others.
+    """Read a one-line secret, refusing files that are not private, trusted regular files.
+
+    The file is opened without following a symbolic link and without blocking (a FIFO never
+    hangs the read), then checked on the open descriptor: a regular file, mode 0600/0400,
+    owned by the user or root; the folder holding it must be trusted too.
 
     Raises:
-        ConfigError: missing, unreadable, too open (not 0600/0400) or empty.
+        ConfigError: missing, unreadable, not a regular file, a symbolic link, too open
+            (not 0600/0400), owned by another user (``UntrustedFile``), too large or not one line.
     """
     try:
-        info = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ConfigError(f"{path}: {what} file is a symbolic link; siteadmin does not follow it", "name the file itself") from None
+        raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: {what} file is not a regular file", "name a file holding the secret on one line")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{path}: {what} file is readable by others (mode {stat.S_IMODE(info.st_mode):04o})", f"chmod 600 {path}")
+        trust.check_stat(path, info, f"{what} file")
+        trust.check_folder_of(path, f"{what} file")
+        data = os.read(fd, MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: {what} file is readable by others (mode {stat.S_IMODE(info.st_mode):04o})", f"chmod 600 {path}")
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{path}: {what} file is larger than {MAX_SECRET_BYTES // 1024} KiB; a secret is one short line")
     try:
-        value = path.read_text(encoding="utf-8").strip("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what} file: {exc}") from None
+        value = data.decode("utf-8").strip("\n")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read {what} file: {exc.reason}") from None
     if not value or any(c in value for c in "\n\r\0"):
         raise ConfigError(f"{path}: {what} file must hold exactly one non-empty line")
     return value
@@ -134,8 +161,3 @@ def mask_userinfo(text: str) -> str:
     if not colon:
         return text
     return f"{scheme}{sep}{user}:{MASK}@{host}"
-
-
-def mask(value: str | None) -> str:
-    """What displays show in place of a secret."""
-    return MASK if value else ""

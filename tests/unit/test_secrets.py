@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from siteadmin.errors import ConfigError
+from siteadmin import secrets
+from siteadmin.errors import ConfigError, UntrustedFile
 from siteadmin.secrets import generate_secret, read_secret_file, write_private_file, write_secret_file
 
 
@@ -169,3 +171,82 @@ def test_an_existing_secret_is_never_replaced(tmp_path: Path) -> None:
     write_secret_file(path, "first")
     assert create_secret_file(path, "second") == "first"
     assert read_secret_file(path) == "first"
+
+
+NOBODY = 65534
+
+
+def _read_in_thread(path: Path) -> BaseException | str | None:
+    """read_secret_file in a thread, so a read that would block fails the test instead of hanging it."""
+    outcome: list[BaseException | str] = []
+
+    def run() -> None:
+        try:
+            outcome.append(read_secret_file(path, "aria2c RPC secret"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(5)
+    return outcome[0] if outcome else None
+
+
+def test_a_fifo_as_secret_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "rpc-secret"
+    os.mkfifo(fifo, 0o600)
+    outcome = _read_in_thread(fifo)
+    if outcome is None:  # the reader is still blocked: unblock it so the thread ends
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+    assert isinstance(outcome, ConfigError), f"reading a FIFO gave {outcome!r}"
+    assert outcome.one_line().startswith(f"{fifo}: aria2c RPC secret file is not a regular file")
+
+
+def test_a_device_as_secret_file_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_secret_file(Path("/dev/zero"))
+
+
+def test_a_symbolic_link_as_secret_file_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    write_secret_file(real, "s3cret")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(ConfigError, match="symbolic link") as info:
+        read_secret_file(link, "LDAP password")
+    assert "s3cret" not in info.value.one_line()
+
+
+def test_a_secret_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    write_secret_file(path, "s3cret")
+    os.chown(path, NOBODY, NOBODY)
+    with pytest.raises(UntrustedFile) as info:
+        read_secret_file(path, "LDAP password")
+    assert info.value.message.startswith(f"{path}: LDAP password file is owned by nobody, not by ")
+    assert "chown" in (info.value.hint or "")
+    assert "s3cret" not in info.value.one_line()
+
+
+def test_a_secret_file_in_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    path = folder / "pw"
+    write_secret_file(path, "s3cret")
+    folder.chmod(0o777)
+    with pytest.raises(UntrustedFile, match="writable by group or others") as info:
+        read_secret_file(path, "LDAP password")
+    assert info.value.message.startswith(f"{folder}: folder holding the LDAP password file {path}")
+    folder.chmod(0o1777)  # sticky: only the file's owner can replace it
+    assert read_secret_file(path) == "s3cret"
+
+
+def test_a_huge_secret_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    write_private_file(path, "x" * (secrets.MAX_SECRET_BYTES + 10))
+    with pytest.raises(ConfigError, match="larger than"):
+        read_secret_file(path)
+
+
+def test_the_dead_mask_helper_is_gone() -> None:
+    assert not hasattr(secrets, "mask")
