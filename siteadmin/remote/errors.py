@@ -79,3 +79,10 @@ class TunnelError(SshError):
 
     category = "tunnel"
     outcome = "tunnel failed"
+
+
+class HostKeyRevoked(SshError):
+    """The host offered a key that a known_hosts ``@revoked`` line names: compromised or retired."""
+
+    category = "hostkey"
+    outcome = "HOST KEY REVOKED"

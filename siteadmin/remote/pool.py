@@ -303,8 +303,14 @@ class SessionPool:
         """SSH handshake, host key check and authentication over a connected socket or channel."""
         files = (*target.known_hosts, *self._known_files)
         known = self._known.lookup(target.key_names, target.port, files)
+        policy = RefuseUnknown(
+            target,
+            files,
+            revoked=self._known.revoked(target.key_names, target.port, files),
+            authorities=self._known.cert_authorities(target.key_names, target.port, files),
+        )
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(RefuseUnknown(target, files))
+        client.set_missing_host_key_policy(policy)
         lookup_name = target.key_names[0]
         if known is not None:
             lookup_name = target.key_names[[known_hosts_name(n, target.port) for n in target.key_names].index(known.name)]
@@ -332,6 +338,7 @@ class SessionPool:
             ok = True
         except paramiko.BadHostKeyException as exc:
             assert known is not None
+            policy.refuse_revoked(exc.key)
             raise HostKeyChanged(
                 target.label,
                 f"HOST KEY CHANGED for {known.name}: it offers {exc.key.get_name()} {exc.key.fingerprint}, "

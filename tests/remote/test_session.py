@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from siteadmin.errors import ConfigError
+from siteadmin.errors import ConfigError, warnings_to
 from siteadmin.lab.sshd import known_hosts_line, make_admin_keypair
 from siteadmin.remote import (
     AuthFailed,
@@ -22,6 +22,7 @@ from siteadmin.remote import (
     CommandTimeout,
     ConnectFailed,
     HostKeyChanged,
+    HostKeyRevoked,
     HostKeyUnknown,
     SessionPool,
     SshError,
@@ -132,6 +133,61 @@ def test_hashed_known_hosts_entry_is_accepted(ssh_lab: Any, tmp_path: Path) -> N
     site = ssh_lab.site(ssh_lab.write_site("hashed", {"wn002.lab": spec.port}, known_hosts=known))
     with SessionPool(site, global_known_hosts=()) as pool:
         assert pool.session("wn002.lab").run("true").ok
+
+
+def test_known_hosts_with_cert_authority_and_corrupt_lines_still_reaches_the_wns(ssh_lab: Any, tmp_path: Path) -> None:
+    """One @cert-authority or corrupt line (in any file read, the system one too) must not fail every WN."""
+    wn1, wn2, wn3 = (ssh_lab.spec(h) for h in HOSTS)
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        f"@cert-authority [127.0.0.1]:{wn2.port} {wn3.host_key_pub_line}\n"
+        "corrupt-line\n"
+        + known_hosts_line(["127.0.0.1"], wn1.port, wn1.host_key_pub_line)
+        + "\n"
+        + known_hosts_line(["127.0.0.1"], wn3.port, wn3.host_key_pub_line, hashed=True)
+        + "\n"
+    )
+    system = tmp_path / "ssh_known_hosts"  # stands in for /etc/ssh/ssh_known_hosts, always read
+    system.write_text("[127.0.0.1]:1 ssh-ed25519 AAAA!!!\n")
+    site = ssh_lab.site(ssh_lab.write_site("ca", {h: ssh_lab.spec(h).port for h in HOSTS}, known_hosts=known))
+    seen: list[str] = []
+    with warnings_to(seen.append), SessionPool(site, global_known_hosts=(system,)) as pool:
+        assert pool.session("wn001.lab").run("true").ok
+        assert pool.session("wn003.lab").run("true").ok  # hashed entry
+        with pytest.raises(HostKeyUnknown) as info:  # only a CA line covers it: said so, not "unknown" alone
+            pool.session("wn002.lab")
+    assert f"{known}:1 (@cert-authority) covers [127.0.0.1]:{wn2.port}, but host certificates are not supported" in info.value.one_line()
+    assert seen == [
+        f"{known}:2: unreadable known_hosts line skipped (expected hosts, key type and key)",
+        f"{known}: host certificates (@cert-authority) are not supported, so hosts matching [127.0.0.1]:{wn2.port} (line 1) need a plain key line",
+        f"{system}:1: unreadable known_hosts line skipped (key is not valid base64)",
+    ]
+
+
+def test_revoked_host_key_fails_its_host_loudly(ssh_lab: Any, tmp_path: Path) -> None:
+    wn1, wn2, wn3 = (ssh_lab.spec(h) for h in HOSTS)
+    known = tmp_path / "known_hosts"
+    # wn001's key is listed as known and as revoked (revoked wins, as in OpenSSH); wn002 is fine;
+    # wn003's key is revoked in the system file only, with no plain entry at all
+    known.write_text(
+        "".join(known_hosts_line(["127.0.0.1"], s.port, s.host_key_pub_line) + "\n" for s in (wn1, wn2))
+        + f"@revoked [127.0.0.1]:{wn1.port} {wn1.host_key_pub_line}\n"
+    )
+    system = tmp_path / "ssh_known_hosts"
+    system.write_text(f"@revoked * {wn3.host_key_pub_line}\n")
+    site = ssh_lab.site(ssh_lab.write_site("revoked", {h: ssh_lab.spec(h).port for h in HOSTS}, known_hosts=known))
+    with SessionPool(site, global_known_hosts=(system,)) as pool:
+        with pytest.raises(HostKeyRevoked) as first:
+            pool.session("wn001.lab")
+        assert pool.session("wn002.lab").run("true").ok
+        with pytest.raises(HostKeyRevoked) as third:
+            pool.session("wn003.lab")
+    text = first.value.one_line()
+    assert text.startswith(f"wn001.lab: HOST KEY REVOKED: [127.0.0.1]:{wn1.port} offers ssh-ed25519 SHA256:")
+    assert f"which {known}:3 marks @revoked; refusing to connect" in text
+    assert f"which {system}:1 marks @revoked" in third.value.one_line()
+    assert first.value.outcome == third.value.outcome == "HOST KEY REVOKED"
+    assert first.value.category == "hostkey"
 
 
 def test_wrong_key_is_auth_failed(ssh_lab: Any, tmp_path: Path) -> None:

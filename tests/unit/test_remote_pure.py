@@ -9,13 +9,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from siteadmin.errors import ConfigError, SiteadminError
+from siteadmin.errors import ConfigError, SiteadminError, warnings_to
 from siteadmin.inventory import Inventory
 from siteadmin.lab.sshd import known_hosts_line, known_hosts_pattern
 from siteadmin.remote import HostResult, JumpHost, parse_jump_host, run_on_hosts, summarise
 from siteadmin.remote.errors import AuthFailed, ConnectFailed
 from siteadmin.remote.fanout import describe_error
-from siteadmin.remote.knownhosts import known_hosts_name
+from siteadmin.remote.knownhosts import KnownHosts, known_hosts_name, parse_known_hosts
 from siteadmin.remote.target import resolve_jump, resolve_target
 from siteadmin.site import site_from_mapping
 
@@ -73,6 +73,117 @@ def test_known_hosts_names() -> None:
     assert known_hosts_line(["127.0.0.1", "wn001.lab"], 2201, line) == f"[127.0.0.1]:2201,[wn001.lab]:2201 {line}"
     hashed = known_hosts_line(["wn001.lab", "10.0.0.1"], 22, line, hashed=True).splitlines()
     assert len(hashed) == 2 and all(h.startswith("|1|") for h in hashed)
+
+
+# ---------------------------------------------------------------- known_hosts parsing
+
+
+def _ed25519_line() -> str:
+    """A fresh ``ssh-ed25519 AAAA...`` public key line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def _key(line: str) -> paramiko.PKey:
+    kind, blob = line.split()[:2]
+    return paramiko.PKey.from_type_string(kind, __import__("base64").b64decode(blob))
+
+
+def test_parse_known_hosts_keeps_good_lines_and_names_bad_ones() -> None:
+    good, ca, revoked, other = _ed25519_line(), _ed25519_line(), _ed25519_line(), _ed25519_line()
+    hashed = known_hosts_line(["wn009.lab"], 22, other, hashed=True)
+    text = "\n".join(
+        [
+            "# a comment",
+            "",
+            f"wn001.lab,[10.0.0.1]:2222 {good} admin@vobox",  # 3
+            f"@cert-authority *.lab,!wn666.lab {ca}",  # 4
+            f"@revoked wn002.lab {revoked}",  # 5
+            "wn003.lab ssh-ed25519 not!base64",  # 6
+            "wn004.lab ssh-ed25519",  # 7
+            f"@trusted wn005.lab {good}",  # 8: no such marker
+            f"wn006.lab ssh-foo {good.split()[1]}",  # 9: unknown key type
+            f"wn007.lab ssh-rsa {good.split()[1]}",  # 10: the blob is an ed25519 key
+            f"|1|bm90IGEgc2FsdA==|x {good}",  # 11: a hashed name that is not base64 of a SHA-1
+            hashed,  # 12
+            "   \t  ",
+        ]
+    )
+    parsed = parse_known_hosts(text, Path("/etc/ssh/ssh_known_hosts"))
+    assert [(e.lineno, e.marker, e.patterns) for e in parsed.entries] == [
+        (3, "", ("wn001.lab", "[10.0.0.1]:2222")),
+        (4, "cert-authority", ("*.lab", "!wn666.lab")),
+        (5, "revoked", ("wn002.lab",)),
+        (12, "", (hashed.split()[0],)),
+    ]
+    assert parsed.entries[0].key.asbytes() == _key(good).asbytes()
+    assert parsed.entries[2].key.asbytes() == _key(revoked).asbytes()
+    assert [b.lineno for b in parsed.bad] == [6, 7, 8, 9, 10, 11]
+    reasons = {b.lineno: b.reason for b in parsed.bad}
+    assert "base64" in reasons[6]
+    assert "hosts, key type and key" in reasons[7]
+    assert "@trusted" in reasons[8] and "@cert-authority" in reasons[8]
+    assert "ssh-foo" in reasons[9]
+    assert "ssh-rsa" in reasons[10]
+    assert all("\n" not in r for r in reasons.values())
+
+
+def test_known_hosts_patterns_match_as_openssh_does() -> None:
+    line = parse_known_hosts(f"wn0??.lab,[10.0.0.*]:2222,!wn013.lab,GW.Example.ORG {_ed25519_line()}", Path("k")).entries[0]
+    assert line.matches("wn001.lab") and line.matches("wn099.lab")
+    assert not line.matches("wn0100.lab")
+    assert not line.matches("wn013.lab")  # negated
+    assert line.matches("[10.0.0.7]:2222") and not line.matches("10.0.0.7")
+    assert line.matches("gw.example.org")  # host names compare without case
+    assert not line.matches("wn[0-9]1.lab")
+    hashed = parse_known_hosts(known_hosts_line(["wn001.lab"], 2201, _ed25519_line(), hashed=True), Path("k")).entries[0]
+    assert hashed.matches("[wn001.lab]:2201")
+    assert not hashed.matches("wn001.lab") and not hashed.matches("[wn002.lab]:2201")
+
+
+def test_known_hosts_lookup_skips_bad_lines_and_warns_once_per_file(tmp_path: Path) -> None:
+    good, ca, revoked, stale = _ed25519_line(), _ed25519_line(), _ed25519_line(), _ed25519_line()
+    user = tmp_path / "known_hosts"
+    user.write_text(f"corrupt line\n[wn001.lab]:2201 {good}\n[wn001.lab]:2201 {stale}\n")
+    system = tmp_path / "ssh_known_hosts"
+    system.write_text(
+        f"@cert-authority *.lab,[*.lab]:* {ca}\n@revoked [wn001.lab]:2201,wn002.lab {revoked}\n"
+        f"@revoked [wn001.lab]:2201 {stale}\nwn003.lab ssh-ed25519 AAAA=\n@cert-authority wn004.lab {ca}\n"
+    )
+    seen: list[str] = []
+    known = KnownHosts()
+    with warnings_to(seen.append):
+        for _ in range(3):  # many WNs, one pool: the warnings come once
+            entry = known.lookup(["wn001.lab"], 2201, [user, system])
+            assert entry is not None and entry.path == user
+            assert list(entry.keys) == ["ssh-ed25519"]
+            assert entry.keys["ssh-ed25519"].asbytes() == _key(good).asbytes()  # the revoked one is not trusted
+            assert [(r.path, r.lineno) for r in known.revoked(["wn001.lab"], 2201, [user, system])] == [(system, 2), (system, 3)]
+            assert known.revoked(["wn005.lab"], 22, [user, system]) == []
+            assert [(c.path, c.lineno) for c in known.cert_authorities(["wn005.lab"], 22, [user, system])] == [(system, 1)]
+            assert known.lookup(["wn003.lab"], 22, [user, system]) is None
+    assert seen == [
+        f"{user}:1: unreadable known_hosts line skipped (expected hosts, key type and key)",
+        f"{system}:4: unreadable known_hosts line skipped (not a valid ssh-ed25519 key)",
+        f"{system}: host certificates (@cert-authority) are not supported, so hosts matching "
+        "*.lab, [*.lab]:* (line 1), wn004.lab (line 5) need a plain key line",
+    ]
+
+
+def test_known_hosts_many_bad_lines_are_one_warning(tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text("a\nb\nc\nd\n")
+    seen: list[str] = []
+    with warnings_to(seen.append):
+        assert KnownHosts().lookup(["a"], 22, [path]) is None
+    assert seen == [f"{path}: 4 unreadable known_hosts lines skipped (lines 1, 2, 3, 4; line 1: expected hosts, key type and key)"]
+
+
+def test_known_hosts_missing_file_is_no_file(tmp_path: Path) -> None:
+    assert KnownHosts().lookup(["wn001.lab"], 22, [tmp_path / "absent"]) is None
 
 
 # ---------------------------------------------------------------- targets
