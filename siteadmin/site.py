@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from siteadmin import trust
 from siteadmin.errors import ConfigError
 from siteadmin.secrets import MASK, mask_userinfo
 
@@ -469,6 +470,7 @@ def load_site(explicit: str | os.PathLike[str] | None = None) -> Site:
     path = find_site_file(explicit)
     if path is None:
         return Site()
+    trust.check_path(path, "site config")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -31,6 +31,7 @@ import jinja2
 import jinja2.exceptions
 import jinja2.sandbox
 
+from siteadmin import trust
 from siteadmin.aria2conf.catalogue import CATALOGUE, SECTIONS, Kind, mask_value, proxy_userinfo
 from siteadmin.aria2conf.conffile import FORBIDDEN, format_line, parse_conf
 from siteadmin.aria2conf.validate import check_options
@@ -243,6 +244,8 @@ def template_environment(site: Site) -> jinja2.Environment:
     ``mro``, ...) and methods that change a list or dict it was given. One environment per search path, so a template is compiled once, not once per WN (jinja2
     still notices an edited template by its mtime).
     """
+    for folder in site.aria2c.template_path:  # the built-in templates come with the package: trusted as installed
+        trust.check_folder_tree(folder.expanduser(), "aria2c template folder")
     return _environment((*(str(p.expanduser()) for p in site.aria2c.template_path), str(builtin_template_dir())))
 
 

@@ -9,7 +9,6 @@ no conf text at all because its TOML type is wrong (None).
 from __future__ import annotations
 
 import os
-import socket
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from siteadmin.lab.netns import free_port as free_port  # the tests import it from here
 from siteadmin.site import Site, load_site
 
 ANY_PATH = "/var/lib/aria2/x"
@@ -207,17 +207,11 @@ def make_site(tmp_path: Path) -> SiteFactory:
         folder = tmp_path / f"site{next(counter)}"
         folder.mkdir()
         path = folder / "site.toml"
+        path.touch(mode=0o600)  # some of these configs hold a secret inline, which only a 0600 file may
         path.write_text(textwrap.dedent(text), encoding="utf-8")
         return load_site(path)
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.fixture

@@ -9,21 +9,15 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
-import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from siteadmin.lab.netns import free_port
 from siteadmin.lab.sshd import SshdSpec, make_admin_keypair, prepare_sshd, sshd_available, start_sshd, stop_sshd, write_known_hosts
 from siteadmin.site import Site, load_site
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclasses.dataclass
