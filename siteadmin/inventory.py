@@ -1,6 +1,7 @@
 """The site's WNs and groups, from hostlist patterns.
 
-``wn[001-120].example.org`` style ranges are expanded and folded by ClusterShell's NodeSet.
+``wn[001-120].example.org`` style ranges are expanded (never past ``[wns] max_hosts``) and folded
+by ``siteadmin.hostlist``.
 A pattern may name a group of the site config as ``@name``, and exclude hosts with ``!``:
 ``@bigdisk,wn[001-010].example.org!wn005.example.org``.
 """
@@ -9,39 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ClusterShell.NodeSet import NodeSet, NodeSetException
+from ClusterShell.NodeSet import NodeSet
 
 from siteadmin.errors import InventoryError
+from siteadmin.hostlist import fold, parse_hostlist
 from siteadmin.site import Site
 
 GROUP_RE = re.compile(r"@([A-Za-z0-9_.-]+)")
-NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
 
-
-def parse_hostlist(pattern: str) -> NodeSet:
-    """Expand one plain hostlist pattern (no @groups) into a NodeSet.
-
-    Raises:
-        ValueError: naming the pattern and what is allowed.
-    """
-    allowed = f'a hostlist like "wn[001-120].example.org" (got "{pattern}")'
-    if not isinstance(pattern, str) or not pattern.strip() or "@" in pattern:
-        raise ValueError(allowed)
-    try:
-        nodes = NodeSet(pattern)
-    except (NodeSetException, ValueError, TypeError, IndexError):
-        raise ValueError(allowed) from None
-    if len(nodes) == 0 or any(not NODE_NAME_RE.match(node) for node in nodes):
-        raise ValueError(allowed)
-    return nodes
-
-
-def fold(hosts: Iterable[str]) -> str:
-    """Fold host names into the shortest hostlist text, ``wn[001-004].lab``."""
-    return str(NodeSet.fromlist(list(hosts))) if hosts else ""
+__all__ = ["WN", "Inventory", "fold", "parse_hostlist"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,15 +45,15 @@ class Inventory:
         for name, group in site.wns.groups.items():
             nodes = NodeSet()
             for pattern in group.hosts:
-                nodes.update(_parse(pattern, f"wns.groups.{name}.hosts"))
+                nodes.update(_parse(pattern, f"wns.groups.{name}.hosts", site.wns.max_hosts))
             self._groups[name] = nodes
         everything = NodeSet()
         for pattern in site.wns.hosts:
-            everything.update(_parse(pattern, "wns.hosts"))
+            everything.update(_parse(pattern, "wns.hosts", site.wns.max_hosts))
         for nodes in self._groups.values():
             everything.update(nodes)
         for pattern in site.wns.exclude:
-            everything.difference_update(_parse(pattern, "wns.exclude"))
+            everything.difference_update(_parse(pattern, "wns.exclude", site.wns.max_hosts))
         self._all = everything
 
     @property
@@ -109,7 +89,7 @@ class Inventory:
                 raise InventoryError(f"@{name}: no such WN group", f"groups: {known}")
             return NodeSet(self._groups[name])
         try:
-            return parse_hostlist(term)
+            return parse_hostlist(term, self.site.wns.max_hosts)
         except ValueError as exc:
             raise InventoryError(f"hosts pattern: must be {exc}") from None
 
@@ -149,8 +129,8 @@ def _split_terms(pattern: str) -> list[str]:
     return [t.strip() for t in terms if t.strip()]
 
 
-def _parse(pattern: str, key: str) -> NodeSet:
+def _parse(pattern: str, key: str, max_hosts: int) -> NodeSet:
     try:
-        return parse_hostlist(pattern)
+        return parse_hostlist(pattern, max_hosts)
     except ValueError as exc:
         raise InventoryError(f"{key}: must be {exc}") from None

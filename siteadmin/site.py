@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from siteadmin import trust
 from siteadmin.errors import ConfigError
+from siteadmin.hostlist import DEFAULT_MAX_HOSTS, count_hosts, parse_hostlist
+from siteadmin.lint_rules import RULES
 from siteadmin.secrets import MASK, mask_userinfo
 
 SITE_ENV = "SITEADMIN_SITE"
@@ -35,9 +40,13 @@ Check = Callable[[Any], str | None]
 """A field check returns None when the value is fine, else what is allowed."""
 
 
-def setting(default: Any, doc: str, check: Check | None = None, secret: bool = False) -> Any:
-    """Declare one config field with its default, its documentation and its check."""
-    meta = {"doc": doc, "check": check, "secret": secret}
+def setting(default: Any, doc: str, check: Check | None = None, secret: bool = False, options: bool = False) -> Any:
+    """Declare one config field with its default, its documentation and its check.
+
+    ``secret`` masks the field's value in displays; ``options`` marks a table of aria2c options,
+    whose values are masked name by name.
+    """
+    meta = {"doc": doc, "check": check, "secret": secret, "options": options}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -45,7 +54,8 @@ def setting(default: Any, doc: str, check: Check | None = None, secret: bool = F
 
 # ---------------------------------------------------------------- checks (pure, unit tested)
 
-PORT_RANGE_RE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
+# Every pattern below is applied with fullmatch: ``re.match(...$)`` lets a trailing newline through.
+PORT_RANGE_RE = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?")
 
 
 def check_port(value: int) -> str | None:
@@ -64,7 +74,7 @@ def parse_port_ranges(text: str, low: int = 1024, high: int = 65535) -> list[tup
         raise ValueError(allowed)
     ranges = []
     for part in text.split(","):
-        m = PORT_RANGE_RE.match(part.strip())
+        m = PORT_RANGE_RE.fullmatch(part.strip(" "))
         if not m:
             raise ValueError(allowed)
         first = int(m.group(1))
@@ -101,13 +111,16 @@ def check_percent(value: int | float) -> str | None:
     return None if 0 <= value <= 100 else "a percentage 0-100"
 
 
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+HOSTNAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+SITE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+USER_RE = re.compile(r"[a-z_][a-z0-9_.-]*")
+METHOD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A WN group name: what ``@name`` selects on the command line, safe in a rendered header."""
 
 
 def check_host(value: str) -> str | None:
     """A DNS name or an IPv4/IPv6 address."""
-    import ipaddress
-
     if not value:
         return "a host name or IP address"
     try:
@@ -115,7 +128,7 @@ def check_host(value: str) -> str | None:
         return None
     except ValueError:
         pass
-    return None if HOSTNAME_RE.match(value) else "a host name or IP address"
+    return None if HOSTNAME_RE.fullmatch(value) else "a host name or IP address"
 
 
 def check_optional_host(value: str) -> str | None:
@@ -123,15 +136,15 @@ def check_optional_host(value: str) -> str | None:
 
 
 def check_ldap_url(value: str) -> str | None:
-    return None if re.match(r"^ldaps?://[^/\s]+/?$", value) else "an ldap:// or ldaps:// URL like ldaps://host:636"
+    return None if re.fullmatch(r"ldaps?://[^/\s]+/?", value) else "an ldap:// or ldaps:// URL like ldaps://host:636"
 
 
 def check_http_url(value: str) -> str | None:
-    return None if re.match(r"^https?://[^/\s]+(/\S*)?$", value) else "an http:// or https:// URL"
+    return None if re.fullmatch(r"https?://[^/\s]+(/\S*)?", value) else "an http:// or https:// URL"
 
 
 def check_site_name(value: str) -> str | None:
-    if value == "" or re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", value):
+    if value == "" or SITE_NAME_RE.fullmatch(value):
         return None
     return "an ALICE site name of letters, digits, _ . : - (at most 64)"
 
@@ -139,6 +152,8 @@ def check_site_name(value: str) -> str | None:
 def check_dn(value: str) -> str | None:
     if value == "":
         return None
+    if has_control(value):
+        return "an LDAP DN like cn=admin,o=alice,dc=cern,dc=ch (one line, no control characters)"
     from ldap3.utils.dn import parse_dn
 
     try:
@@ -149,25 +164,24 @@ def check_dn(value: str) -> str | None:
 
 
 def check_install_methods(value: list[str]) -> str | None:
-    if not value or any(not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", v) for v in value):
+    if not value or any(not METHOD_RE.fullmatch(v) for v in value):
         return "a non-empty list of install method names like [\"Torrent\", \"CVMFS\"]"
     return None
 
 
 def check_hostlists(value: list[str]) -> str | None:
-    from siteadmin.inventory import parse_hostlist
-
+    """Hostlist syntax only: the patterns are expanded (bounded by ``wns.max_hosts``) once the whole config is read."""
     for pattern in value:
+        if not pattern.strip() or "@" in pattern:
+            return f'a hostlist like "wn[001-120].example.org" (got {pattern!r})'
         try:
-            parse_hostlist(pattern)
+            count_hosts(pattern)
         except ValueError as exc:
             return str(exc)
     return None
 
 
 def check_lint_rules(value: list[str]) -> str | None:
-    from siteadmin.aria2conf.lint import RULES  # the lint owns its rule ids
-
     for rule in value:
         if rule not in RULES:
             close = difflib.get_close_matches(rule, list(RULES), n=1)
@@ -176,11 +190,69 @@ def check_lint_rules(value: list[str]) -> str | None:
 
 
 def check_absolute_path(value: str) -> str | None:
-    return None if value.startswith("/") and not any(c in value for c in "\n\r\0") else "an absolute path"
+    return None if value.startswith("/") and not has_control(value) else "an absolute path"
+
+
+def check_absolute_paths(value: list[str]) -> str | None:
+    return None if all(isinstance(v, str) and check_absolute_path(v) is None for v in value) else "a list of absolute paths"
 
 
 def check_mode_free_text(value: str) -> str | None:
-    return None if "\n" not in value and "\0" not in value else "one line of text"
+    return None if not has_control(value) else "one line of text"
+
+
+def check_user(value: str) -> str | None:
+    return None if USER_RE.fullmatch(value) else "a Unix user name"
+
+
+def check_jump_host(value: str) -> str | None:
+    """``[user@]host[:port]`` (IPv6 as ``[addr]:port``, ``ssh://`` prefix allowed), the SSH layer's form.
+
+    Checked here so that a bad bastion (``-oProxyCommand=...``) stops the load with exit 2 instead of
+    failing every WN later.
+    """
+    allowed = "[user@]host[:port], like admin@bastion.example.org:2222, or empty"
+    text = value.strip()
+    if not text or text.lower() == "none":
+        return None
+    if has_control(value):
+        return "one line of text, " + allowed
+    if "," in text:
+        return "one jump host, " + allowed + " (chain hops in ~/.ssh/config on the first bastion)"
+    text = text.removeprefix("ssh://")
+    if "@" in text:
+        user, _, text = text.rpartition("@")
+        if not re.fullmatch(r"[a-z_][a-z0-9_.-]*", user, re.IGNORECASE):
+            return allowed
+    port = None
+    if text.startswith("["):
+        host, close, tail = text[1:].partition("]")
+        if not close or (tail and not tail.startswith(":")):
+            return allowed
+        port = tail[1:] if tail else None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host = text
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return allowed
+    return allowed if check_host(host) else None
+
+
+def check_max_hosts(value: int) -> str | None:
+    return None if 1 <= value <= 10_000_000 else "a number 1-10000000"
+
+
+def has_control(text: str) -> bool:
+    """Whether text holds a control, format or line-separator character (newline, NUL, ESC, U+202E...)."""
+    return any(unicodedata.category(c)[0] in "CZ" and c != " " for c in text)
+
+
+def one_line(text: str) -> str:
+    """Text with control and bidi characters escaped, so an error naming a hostile value stays one line."""
+    if not has_control(text):
+        return text
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 # ---------------------------------------------------------------- sections
@@ -210,7 +282,7 @@ class LdapSection:
         "installMethod values AliEn knows, in their exact (case-sensitive) spelling.",
         check_install_methods,
     )
-    default_method: str = setting("CVMFS", "Method `ce disable` restores when the audit log has no earlier one.")
+    default_method: str = setting("CVMFS", "Method `ce disable` restores when the audit log has no earlier one; one of install_methods.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +303,7 @@ class GroupSection:
     """[wns.groups.<name>] — a named set of WNs with its own overrides."""
 
     hosts: list[str] = setting([], "Hostlist patterns of this group's WNs, e.g. [\"wn[001-040].example.org\"].", check_hostlists)
-    aria2c: dict[str, Any] = setting({}, "aria2c options overriding the site profile for this group.")
+    aria2c: dict[str, Any] = setting({}, "aria2c options overriding the site profile for this group.", options=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +312,7 @@ class NodeSection:
 
     address: str = setting("", "Address to connect to instead of the host name.", check_optional_host)
     port: int = setting(0, "SSH port of this WN; 0 uses ssh.port.", lambda v: None if v == 0 else check_port(v))
-    aria2c: dict[str, Any] = setting({}, "aria2c options overriding site and group profile for this host.")
+    aria2c: dict[str, Any] = setting({}, "aria2c options overriding site and group profile for this host.", options=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +321,11 @@ class WnsSection:
 
     hosts: list[str] = setting([], "Hostlist patterns of all WNs, e.g. [\"wn[001-120].example.org\"].", check_hostlists)
     exclude: list[str] = setting([], "Hostlist patterns of WNs to leave out (retired, broken).", check_hostlists)
+    max_hosts: int = setting(
+        DEFAULT_MAX_HOSTS,
+        "Most WNs a hostlist pattern (in this file or on the command line) may name; a bigger one is refused before it is expanded.",
+        check_max_hosts,
+    )
     ports: str = setting("6881-6999", "WN<->WN BitTorrent port range the site firewall opens (TCP and UDP).", check_port_ranges)
     rpc_port: int = setting(6800, "Port of each WN's aria2c JSON-RPC on the WN's localhost.", check_port)
     groups: dict[str, GroupSection] = setting({}, "Named groups of WNs with their overrides.")
@@ -259,11 +336,11 @@ class WnsSection:
 class SshSection:
     """[ssh] — how the VoBox reaches the WNs."""
 
-    user: str = setting("root", "Remote user on the WNs.", lambda v: None if re.match(r"^[a-z_][a-z0-9_.-]*$", v) else "a Unix user name")
+    user: str = setting("root", "Remote user on the WNs.", check_user)
     key_file: Path | None = setting(None, "Private key to authenticate with; empty uses the ssh agent and ~/.ssh keys.")
     known_hosts: Path = setting(Path("~/.ssh/known_hosts").expanduser(), "known_hosts file; unknown or changed host keys are refused.")
     port: int = setting(22, "SSH port of the WNs.", check_port)
-    jump_host: str = setting("", "Bastion to go through, as [user@]host[:port]; empty connects directly.", check_mode_free_text)
+    jump_host: str = setting("", "Bastion to go through, as [user@]host[:port]; empty connects directly.", check_jump_host)
     config_file: Path | None = setting(None, "OpenSSH client config to read host aliases from (e.g. ~/.ssh/config).")
     connect_timeout: float = setting(10.0, "Seconds to wait for the TCP connection.", check_timeout)
     auth_timeout: float = setting(15.0, "Seconds to wait for authentication.", check_timeout)
@@ -279,7 +356,13 @@ class Aria2cSection:
     template_path: list[Path] = setting([], "Folders searched for templates before the built-in ones.")
     rpc_secret_file: Path | None = setting(None, "File (0600) holding the RPC secret; generated per site when missing.")
     allow: list[str] = setting([], "Lint rules this site allows (downgraded from error/warning), e.g. [\"rpc-listen-all\"].", check_lint_rules)
-    options: dict[str, Any] = setting({}, "Site-wide aria2c options (name = value, aria2c's own names).")
+    state_dirs: list[str] = setting(
+        ["/var/lib/aria2", "/var/log/aria2"],
+        "Folders on the WNs where aria2c may keep its log, session and DHT files besides the profile's dir "
+        "(lint rule file-outside-state-dirs).",
+        check_absolute_paths,
+    )
+    options: dict[str, Any] = setting({}, "Site-wide aria2c options (name = value, aria2c's own names).", options=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,6 +430,8 @@ def _type_name(tp: Any) -> str:
 def _show(value: Any) -> str:
     import json
 
+    if isinstance(value, str):
+        value = mask_userinfo(value)
     text = json.dumps(value, default=str) if isinstance(value, (str, list, dict)) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -435,11 +520,45 @@ def site_from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Si
         ConfigError: naming the first bad key or value.
     """
     base = source.parent if source is not None else None
-    site: Site = _build(Site, dict(data), "", base)
+    try:
+        site: Site = _build(Site, dict(data), "", base)
+        _check_across(site)
+    except ConfigError as exc:
+        # keys and values come from the file: a newline or escape in them must not break the one line
+        raise ConfigError(one_line(exc.message), one_line(exc.hint) if exc.hint else None) from None
+    return dataclasses.replace(site, source=source)
+
+
+def _check_across(site: Site) -> None:
+    """Checks of names and of fields that depend on other fields (run once the whole config is built)."""
     for name in site.wns.nodes:
         if check_host(name):
-            raise ConfigError(f"wns.nodes.\"{name}\": must be a host name")
-    return dataclasses.replace(site, source=source)
+            raise ConfigError(f"wns.nodes.{_show(name)}: must be a host name")
+    for name in site.wns.groups:
+        if not GROUP_NAME_RE.fullmatch(name):
+            raise ConfigError(f"wns.groups.{_show(name)}: must be a group name of letters, digits, _ . - (at most 64)")
+    if site.ldap.default_method not in site.ldap.install_methods:
+        raise ConfigError(
+            f"ldap.default_method = {_show(site.ldap.default_method)}: must be one of ldap.install_methods",
+            f"install_methods: {', '.join(site.ldap.install_methods)}",
+        )
+    # every pattern is counted before any is expanded, so a typo cannot eat the VoBox's memory
+    limit = site.wns.max_hosts
+    patterns = [("wns.hosts", p) for p in site.wns.hosts] + [("wns.exclude", p) for p in site.wns.exclude]
+    patterns += [(f"wns.groups.{name}.hosts", p) for name, group in site.wns.groups.items() for p in group.hosts]
+    total = 0
+    for key, pattern in patterns:
+        total += count_hosts(pattern)
+        if total > limit:
+            raise ConfigError(
+                f"{key} = {_show(pattern)}: the site's patterns name more than wns.max_hosts = {limit} hosts",
+                "fix the range, or raise [wns] max_hosts if the site is that big",
+            )
+    for key, pattern in patterns:
+        try:
+            parse_hostlist(pattern, limit)
+        except ValueError as exc:
+            raise ConfigError(f"{key} = {_show(pattern)}: must be {exc}") from None
 
 
 def find_site_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -450,10 +569,13 @@ def find_site_file(explicit: str | os.PathLike[str] | None = None) -> Path | Non
     """
     named = explicit if explicit is not None else os.environ.get(SITE_ENV) or None
     if named is not None:
-        path = Path(named).expanduser()
+        origin = "--site" if explicit is not None else f"${SITE_ENV}"
+        try:
+            path = Path(named).expanduser()
+        except RuntimeError:  # ~user of a user that does not exist
+            raise ConfigError(f"{origin}: {one_line(os.fspath(named))}: no such user's home directory", "name the file by its path") from None
         if not path.is_file():
-            origin = "--site" if explicit is not None else f"${SITE_ENV}"
-            raise ConfigError(f"{origin}: no such file {path}", "run `siteadmin config init` to write an example")
+            raise ConfigError(f"{origin}: no such file {one_line(str(path))}", "run `siteadmin config init` to write an example")
         return path
     for candidate in (Path("site.toml"), Path("~/.config/siteadmin/site.toml").expanduser(), Path("/etc/siteadmin/site.toml")):
         if candidate.is_file():
@@ -480,26 +602,59 @@ def load_site(explicit: str | os.PathLike[str] | None = None) -> Site:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return site_from_mapping(data, source=path.resolve())
+        site = site_from_mapping(data, source=path.resolve())
     except ConfigError as exc:
         raise ConfigError(f"{path.name}: {exc.message}", exc.hint) from None
+    _refuse_open_secrets(path, site)
+    return site
+
+
+def _refuse_open_secrets(path: Path, site: Site) -> None:
+    """A config holding a secret value is readable by its owner only, like a secret file."""
+    held = secrets_held(site)
+    if not held:
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"{one_line(str(path))}: holds a secret ({held[0]}) but is open to group or others (mode {mode:04o})",
+            f"chmod 600 {one_line(str(path))}, or move the secret to a 0600 file",
+        )
 
 
 # ---------------------------------------------------------------- showing
 
 
-SECRET_OPTION_RE = re.compile(r"(secret|passwd|password)$")
+SECRET_KEY_RE = re.compile(r"secret|pass|pwd|token|credential", re.IGNORECASE)
+"""Parts of an option name that make its value a secret, or likely one (a misspelt ``rpc-secrets``)."""
 
 
-def _plain(value: Any, secret: bool = False) -> Any:
+def resembles_secret(key: str) -> bool:
+    """Whether an option name is, or looks like, one that holds a secret (``rpc-secret``, ``all-proxy-pass``)."""
+    return bool(SECRET_KEY_RE.search(key))
+
+
+def _plain(value: Any, secret: bool = False, known: Container[str] | None = None) -> Any:
     if secret and value not in (None, ""):
         return MASK
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name), bool(f.metadata.get("secret"))) for f in dataclasses.fields(value) if not f.metadata.get("internal")}
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.metadata.get("internal"):
+                continue
+            if f.metadata.get("options"):
+                out[f.name] = {k: _plain(v, _hidden(k, known)) for k, v in item.items()}
+            else:
+                out[f.name] = _plain(item, bool(f.metadata.get("secret")), known)
+        return out
     if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and SECRET_OPTION_RE.search(k) else _plain(v)) for k, v in value.items()}
+        return {k: _plain(v, known=known) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, known=known) for v in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str):
@@ -507,10 +662,45 @@ def _plain(value: Any, secret: bool = False) -> Any:
     return value
 
 
-def site_as_dict(site: Site) -> dict[str, Any]:
-    """The effective config as plain data, secrets masked (for `config show`)."""
-    data: dict[str, Any] = _plain(site)
+def _hidden(key: object, known: Container[str] | None) -> bool:
+    if not isinstance(key, str):
+        return True
+    return resembles_secret(key) or (known is not None and key not in known)
+
+
+def site_as_dict(site: Site, known_options: Container[str] | None = None) -> dict[str, Any]:
+    """The effective config as plain data, secrets masked (for `config show`).
+
+    Args:
+        site: the config to show.
+        known_options: aria2c option names; the value of any other name in an options table is
+            masked too (a misspelt secret is still a secret). None masks by name only.
+
+    Returns:
+        Plain data (dicts, lists, strings, numbers) ready for TOML-like text or JSON.
+    """
+    data: dict[str, Any] = _plain(site, known=known_options)
     return data
+
+
+def secrets_held(site: Site) -> list[str]:
+    """Keys of the config whose values are (or look like) secrets: inline aria2c secrets, proxy passwords.
+
+    Returns:
+        The dotted keys, empty when the config holds no secret value.
+    """
+    tables: list[tuple[str, Mapping[str, Any]]] = [("aria2c.options", site.aria2c.options)]
+    tables += [(f"wns.groups.{name}.aria2c", group.aria2c) for name, group in site.wns.groups.items()]
+    tables += [(f"wns.nodes.{_show(name)}.aria2c", node.aria2c) for name, node in site.wns.nodes.items()]
+    held = []
+    for prefix, table in tables:
+        for key, value in table.items():
+            text = str(value)
+            if (resembles_secret(key) and text) or mask_userinfo(text) != text:
+                held.append(f"{prefix}.{key}")
+    if mask_userinfo(site.ssh.jump_host) != site.ssh.jump_host:
+        held.append("ssh.jump_host")
+    return held
 
 
 def field_docs(cls: type) -> list[tuple[str, Any, str]]:

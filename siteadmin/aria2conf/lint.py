@@ -15,33 +15,24 @@ level ``allowed``. Warnings never stop anything.
 | rpc-disabled | warning | siteadmin cannot see or steer the daemon |
 | ports-outside-firewall | warning | listen/DHT ports outside the site's firewall range (wns.ports) |
 | lpd-no-interface | warning | LPD on a multi-homed WN without bt-lpd-interface |
+| file-outside-state-dirs | warning | log, session or DHT file outside ``dir`` and ``aria2c.state_dirs`` |
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from siteadmin.aria2conf.catalogue import CATALOGUE, Kind, port_ranges, proxy_userinfo
+from siteadmin.lint_rules import RULES as RULES  # the ids live below the site config, which checks [aria2c] allow
 from siteadmin.site import Site, parse_port_ranges
 
 ERROR, WARNING, ALLOWED = "error", "warning", "allowed"
 
-RULES: dict[str, tuple[str, str]] = {
-    "rpc-no-secret": (ERROR, "RPC is enabled without rpc-secret: anyone who reaches the port controls aria2c"),
-    "rpc-weak-secret": (ERROR, "rpc-secret is weaker than 128 bits"),
-    "rpc-listen-all": (ERROR, "RPC listens on all interfaces; siteadmin reaches it through SSH on loopback"),
-    "rpc-allow-origin-all": (ERROR, "any web page opened on the WN could drive aria2c through RPC"),
-    "proxy-credentials-in-url": (ERROR, "proxy credentials inside the URL; use the -user and -passwd options"),
-    "log-level-debug": (ERROR, "debug logging (aria2's default level) writes huge logs"),
-    "rpc-disabled": (WARNING, "RPC is off: siteadmin cannot see or steer this WN's aria2c"),
-    "ports-outside-firewall": (WARNING, "ports outside the firewall range the site declares (wns.ports)"),
-    "lpd-no-interface": (WARNING, "LPD enabled on a multi-homed WN without bt-lpd-interface"),
-}
-"""rule id -> (level, reason)."""
 
 MIN_SECRET_BITS = 128
 
@@ -167,6 +158,7 @@ def lint(
         present = list(local_interfaces() if interfaces is None else interfaces)
         if len(present) > 1:
             add("lpd-no-interface", "bt-lpd-interface", f"interfaces {', '.join(present)}; LPD may announce on the wrong one")
+    _lint_state_files(site, options, add)
     order = list(RULES)
     return sorted(found, key=lambda f: order.index(f.rule))
 
@@ -188,3 +180,25 @@ def _lint_ports(site: Site, options: Mapping[str, str], add: Any) -> None:
         if outside:
             shown = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in outside)
             add("ports-outside-firewall", name, f"{shown} not within wns.ports = {site.wns.ports}")
+
+
+STATE_FILES: tuple[str, ...] = tuple(name for name, spec in CATALOGUE.items() if spec.kind is Kind.PATH and name != "dir")
+"""Path options naming a file aria2c writes or reads besides downloads: log, session, DHT tables."""
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _lint_state_files(site: Site, options: Mapping[str, str], add: Any) -> None:
+    """aria2c on a WN usually runs as root: ``log=/etc/passwd`` would append to the password file."""
+    folders = [posixpath.normpath(d) for d in (options.get("dir"), *site.aria2c.state_dirs) if d]
+    for name in STATE_FILES:
+        value = options.get(name)
+        if not value or value == "-":
+            continue
+        # normalised so that /var/lib/aria2/../../../etc/passwd counts where it lands
+        path = posixpath.normpath(value)
+        if not any(_inside(path, folder) for folder in folders):
+            where = ", ".join(dict.fromkeys(folders)) or "none"
+            add("file-outside-state-dirs", name, f"{value} is not within {where}")

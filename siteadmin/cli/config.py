@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from siteadmin.aria2conf import CATALOGUE
 from siteadmin.errors import ConfigError, ExitCode
-from siteadmin.site import example_site_toml, reference_markdown, site_as_dict
+from siteadmin.secrets import write_private_file
+from siteadmin.site import example_site_toml, one_line, reference_markdown, site_as_dict
 
 if False:  # typing only, avoids a cycle at import time
     from siteadmin.cli import Context
@@ -39,7 +41,7 @@ def _as_text(data: dict[str, Any], prefix: str = "") -> str:
 
 def show_config(ctx: Context, args: argparse.Namespace) -> int:
     site = ctx.site
-    data = site_as_dict(site)
+    data = site_as_dict(site, known_options=CATALOGUE)  # a misspelt option may be a misspelt secret
     source = str(site.source) if site.source else "built-in defaults"
     if not ctx.json:
         ctx.out.write(f"# source: {source}\n")
@@ -53,16 +55,19 @@ def init_config(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.write(text)
         return ExitCode.OK
     path = Path(args.path)
-    if path.exists() and not args.force:
-        raise ConfigError(f"{path}: already exists", "pass --force to overwrite it")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    shown = one_line(str(path))
+    if path.is_symlink():
+        # writing through it would change whatever file the link points at (or create it)
+        raise ConfigError(f"{shown}: is a symlink; siteadmin does not write through one", "pass the path of the real file")
+    if os.path.lexists(path) and not args.force:
+        raise ConfigError(f"{shown}: already exists", "pass --force to overwrite it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # /etc/siteadmin on a fresh VoBox
-        fd = os.open(path, flags, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        # 0600 temp file beside the target, synced, renamed over it: the old config survives any failure,
+        # and the file may come to hold secrets
+        write_private_file(path, text)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot write: {exc.strerror}", "pass another path") from None
+        raise ConfigError(f"{shown}: cannot write: {exc.strerror}", "pass another path") from None
     ctx.note(f"wrote {path}; set [site] name and [wns] hosts, then run `siteadmin config show`")
     return ExitCode.OK
 

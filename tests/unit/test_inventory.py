@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
+from ClusterShell.NodeSet import NodeSet
 
 from siteadmin.cli import main
-from siteadmin.errors import InventoryError
+from siteadmin.errors import ConfigError, InventoryError
+from siteadmin.hostlist import TooManyHosts, count_hosts
 from siteadmin.inventory import Inventory, fold, parse_hostlist
-from siteadmin.site import site_from_mapping
+from siteadmin.site import load_site, site_from_mapping
 
 SITE = {
     "site": {"name": "TEST"},
@@ -133,3 +136,64 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["--version"], out=io.StringIO(), err=io.StringIO()) == 0
     assert capsys.readouterr().out == f"siteadmin {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "count"),
+    [
+        ("wn1.x", 1),
+        ("wn[001-120].example.org", 120),
+        ("wn[1-10/2]", 5),
+        ("wn[1-3,7,10-11]", 6),
+        ("r[1-2]n[1-3]", 6),
+        ("wn[1-3]-[1-2]", 6),
+        ("a,b!a", 3),
+        ("wn[1-3]&wn[2-5]", 7),
+        ("wn[1-100000000]", 100_000_000),
+        ("r[1-100000]n[1-100000]", 10_000_000_000),
+    ],
+)
+def test_count_hosts_is_an_upper_bound_counted_from_the_text(pattern: str, count: int) -> None:
+    assert count_hosts(pattern) == count
+    if count < 1000:
+        assert len(NodeSet(pattern)) <= count
+
+
+@pytest.mark.parametrize("bad", ["wn[1-", "wn1-2]", "wn[[1-2]]", "wn[3-1]", "wn[1-4/0]", "wn[a-c]", "wn[1-2,]"])
+def test_count_hosts_refuses_what_it_cannot_count(bad: str) -> None:
+    with pytest.raises(ValueError, match="hostlist"):
+        count_hosts(bad)
+
+
+def test_a_pattern_past_the_bound_is_refused_before_expanding() -> None:
+    started = time.monotonic()
+    with pytest.raises(TooManyHosts) as info:
+        parse_hostlist("r[1-100000]n[1-100000]")
+    assert info.value.count == 10_000_000_000
+    with pytest.raises(TooManyHosts):
+        parse_hostlist("wn[1-11]", max_hosts=10)
+    assert time.monotonic() - started < 1
+    assert len(parse_hostlist("wn[1-10]", max_hosts=10)) == 10
+
+
+def test_selecting_past_the_sites_bound_is_one_line_and_fast(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('[wns]\nhosts = ["wn[001-120].example.org"]\nmax_hosts = 1000\n')
+    for pattern in ("wn[1-100000000]", "wn[1-1001]", "wn[1-2],x[1-100000000]"):
+        started = time.monotonic()
+        err = io.StringIO()
+        assert main(["--site", str(path), "hosts", pattern], out=io.StringIO(), err=err) == 2, pattern
+        assert time.monotonic() - started < 2, pattern
+        assert err.getvalue().startswith("siteadmin: hosts: hosts pattern: ")
+        assert "max_hosts" in err.getvalue() and len(err.getvalue().splitlines()) == 1
+    inventory = Inventory(load_site(path))
+    assert len(inventory.select("wn[001-010].example.org")) == 10
+
+
+def test_the_bound_covers_every_pattern_of_the_config_together() -> None:
+    data = {"wns": {"max_hosts": 100, "hosts": ["a[1-60]"], "groups": {"g": {"hosts": ["b[1-60]"]}}}}
+    with pytest.raises(ConfigError) as info:
+        site_from_mapping(data)
+    assert "wns.groups.g.hosts" in info.value.one_line() and "max_hosts = 100" in info.value.one_line()
+    data["wns"]["max_hosts"] = 120
+    assert len(Inventory(site_from_mapping(data)).select()) == 120

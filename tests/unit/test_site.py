@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -55,6 +58,11 @@ GOOD = [
     {"ssh": {"user": "alicesgm", "port": 2222, "parallelism": 200, "jump_host": "admin@bastion:2222"}},
     {"rollout": {"batch_size": 1, "max_fail_percent": 0, "backups_kept": 0}},
     {"audit": {"path": "/var/log/siteadmin/audit.jsonl"}},
+    {"ssh": {"jump_host": "ssh://[2001:db8::1]:2222"}},
+    {"ssh": {"jump_host": "none"}},
+    {"wns": {"groups": {"big-disk_2.a": {"hosts": ["wn1"]}}}},
+    {"ldap": {"install_methods": ["Torrent"], "default_method": "Torrent"}},
+    {"wns": {"max_hosts": 5, "hosts": ["wn[1-3]", "x[1-2]"]}},
 ]
 
 
@@ -133,6 +141,33 @@ BAD = [
     ('[aria2c]\nallow = ["rpc-listen-al"]', ["aria2c.allow", "rpc-listen-al", "did you mean rpc-listen-all?"]),
     ('[aria2c]\nallow = "rpc-listen-all,x"', ["aria2c.allow", "lint rule ids"]),
     ("site = 3", ["site", "table"]),
+    # a trailing newline slipped through ``re.match(...$)``
+    ('[site]\nname = "CERN\\n"', ["site.name", "site name"]),
+    ('[ssh]\nuser = "root\\n"', ["ssh.user", "Unix user"]),
+    ('[central]\ntracker_host = "alitorrent.cern.ch\\n"', ["central.tracker_host", "host name"]),
+    ('[central]\nhttp_fallback = "http://x.example.org/\\n"', ["central.http_fallback", "http"]),
+    ('[ldap]\nurl = "ldaps://x.example.org\\n"', ["ldap.url", "ldaps://"]),
+    ('[wns]\nports = "6881-6999\\n"', ["wns.ports", "1024-65535"]),
+    ('[ldap]\ninstall_methods = ["Torrent\\n", "CVMFS"]', ["ldap.install_methods"]),
+    ('[wns.nodes."wn1.x\\n"]\nport = 22', ["wns.nodes", "host name"]),
+    ('[wns]\nhosts = ["wn[1-3]\\nx"]', ["wns.hosts", "hostlist"]),
+    # names that reach a rendered file, an LDAP DN or a command
+    ('[wns.groups."g\\nrpc-listen-all=true"]\nhosts = ["wn1"]', ["wns.groups", "group name"]),
+    ('[wns.groups."a b"]\nhosts = ["wn1"]', ["wns.groups", "a b", "group name"]),
+    ('[ldap]\nbase = "o=alice,dc=cern,dc=ch\\n"', ["ldap.base", "DN"]),
+    ('[ldap]\nbase = "o=alice\\n,dc=cern,dc=ch"', ["ldap.base", "DN"]),
+    ('[ldap]\ndefault_method = "Torent"', ["ldap.default_method", "install_methods", "Torrent"]),
+    ('[ldap]\ninstall_methods = ["Torrent"]', ["ldap.default_method", "CVMFS", "install_methods"]),
+    ('[ssh]\njump_host = "-oProxyCommand=touch /tmp/pwned"', ["ssh.jump_host", "[user@]host[:port]"]),
+    ('[ssh]\njump_host = "a.example.org,b.example.org"', ["ssh.jump_host", "one jump host"]),
+    ('[ssh]\njump_host = "admin@bastion:99999"', ["ssh.jump_host", "[user@]host[:port]"]),
+    # every error one line, whatever the file's keys hold
+    ('[site]\n"na\\nme" = 1', ["unknown key", "na\\nme"]),
+    ('[wns.nodes."bad\\u202ehost"]\nport = 22', ["wns.nodes", "host name", "\\u202e"]),
+    # hostlists are bounded before they are expanded
+    ('[wns]\nhosts = ["wn[1-1000000]"]', ["wns.hosts", "wn[1-1000000]", "max_hosts = 100000"]),
+    ('[wns]\nmax_hosts = 10\nhosts = ["wn[1-8]"]\nexclude = ["wn[1-3]"]', ["wns.exclude", "max_hosts = 10"]),
+    ("[wns]\nmax_hosts = 0", ["wns.max_hosts", "1-10000000"]),
 ]
 
 
@@ -205,6 +240,7 @@ def test_config_show_json_on_defaults_masks_secrets(tmp_path: Path, monkeypatch:
     assert data["central"]["tracker_port"] == 8088
 
     path = tmp_path / "site.toml"
+    path.touch(mode=0o600)  # it holds secrets
     path.write_text(
         '[aria2c.options]\nrpc-secret = "s3cr3t-value"\nhttp-proxy-passwd = "pw-value"\n'
         'all-proxy = "http://alice:url-pw-value@proxy.example.org:3128"\n'
@@ -265,3 +301,165 @@ def test_config_reference_in_docs_is_current() -> None:
 
     committed = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
     assert committed == reference_markdown(), "regenerate: siteadmin config reference > docs/config.md"
+
+
+def test_the_site_config_is_below_the_inventory_and_the_aria2c_package() -> None:
+    # loading a config with hostlists and allowed lint rules imports neither layer above it
+    code = (
+        "import sys\n"
+        "from siteadmin.site import site_from_mapping\n"
+        "site_from_mapping({'wns': {'hosts': ['wn[1-4].x'], 'groups': {'g': {'hosts': ['wn1.x']}}},"
+        " 'aria2c': {'allow': ['rpc-listen-all']}})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('siteadmin')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    loaded = done.stdout
+    assert "siteadmin.site" in loaded
+    assert "siteadmin.inventory" not in loaded
+    assert "siteadmin.aria2conf" not in loaded
+
+
+def test_an_inline_secret_needs_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('[aria2c.options]\nrpc-secret = "inline-s3cr3t"\n')
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    line = info.value.one_line()
+    assert str(path) in line and f"chmod 600 {path}" in line and "aria2c.options.rpc-secret" in line
+    assert "inline-s3cr3t" not in line
+    err = io.StringIO()
+    assert main(["--site", str(path), "config", "show"], out=io.StringIO(), err=err) == 2
+    assert len(err.getvalue().splitlines()) == 1 and "chmod 600" in err.getvalue()
+    path.chmod(0o600)
+    assert load_site(path).aria2c.options["rpc-secret"] == "inline-s3cr3t"
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '[wns.groups.g]\nhosts = ["wn1"]\naria2c = { all-proxy-pass = "inline-s3cr3t" }\n',
+        '[wns.nodes."wn1.x"]\naria2c = { http-proxy = "http://u:inline-s3cr3t@proxy:3128" }\n',
+        '[ssh]\njump_host = "admin@bastion"\n[aria2c.options]\nrpc-secrets = "inline-s3cr3t"\n',
+    ],
+)
+def test_every_inline_secret_needs_a_private_file(tmp_path: Path, table: str) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(table)
+    path.chmod(0o640)
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    assert f"chmod 600 {path}" in info.value.one_line()
+    assert "inline-s3cr3t" not in info.value.one_line()
+    path.chmod(0o600)
+    load_site(path)
+
+
+def test_a_config_without_secrets_may_be_world_readable(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('[aria2c.options]\nmax-concurrent-downloads = "5"\nrpc-secret = ""\n')
+    path.chmod(0o644)
+    assert load_site(path).aria2c.options["max-concurrent-downloads"] == "5"
+
+
+def test_config_show_masks_mistyped_and_unknown_secret_names(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[aria2c.options]\nrpc-secrets = "value-one"\nall-proxy-pass = "value-two"\nrpc-secrte = "value-three"\n'
+        'max-concurrent-downloads = "7"\n'
+        '[wns.groups.g]\nhosts = ["wn1"]\naria2c = { http-pasword = "value-four", no-such-option = "value-five" }\n'
+    )
+    path.chmod(0o600)
+    for argv in (["config", "show"], ["config", "show", "--json"]):
+        out = io.StringIO()
+        assert main(["--site", str(path), *argv], out=out, err=io.StringIO()) == 0
+        for secret in ("value-one", "value-two", "value-three", "value-four", "value-five"):
+            assert secret not in out.getvalue(), (argv, secret)
+    data = json.loads(out.getvalue())
+    assert data["aria2c"]["options"]["max-concurrent-downloads"] == "7"
+    assert data["aria2c"]["options"]["rpc-secrets"] == "********"
+    assert data["wns"]["groups"]["g"]["hosts"] == ["wn1"]
+
+
+def test_a_password_in_a_bad_value_is_not_repeated(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('[ssh]\njump_host = "admin:pw-s3cr3t@bastion"\n')
+    path.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    assert "ssh.jump_host" in info.value.one_line()
+    assert "pw-s3cr3t" not in info.value.one_line()
+
+
+def test_config_init_creates_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    assert main(["config", "init", str(path)], out=io.StringIO(), err=io.StringIO()) == 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    assert main(["config", "init", "--force", str(path)], out=io.StringIO(), err=io.StringIO()) == 0
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_config_init_force_keeps_the_old_file_when_the_write_fails(tmp_path: Path) -> None:
+    import resource
+
+    path = tmp_path / "site.toml"
+    old = '[site]\nname = "KEEP"\n'
+    path.write_text(old)
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))
+
+    done = subprocess.run(  # noqa: PLW1509 - the limit must apply to the child only
+        [sys.executable, "-m", "siteadmin", "config", "init", "--force", str(path)],
+        capture_output=True, text=True, timeout=60, preexec_fn=small_files, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "cannot write" in done.stderr
+    assert path.read_text() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site.toml"]  # no temp file left
+
+
+def test_config_init_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.toml"
+    target.write_text("precious\n")
+    link = tmp_path / "site.toml"
+    link.symlink_to(target)
+    for argv in (["config", "init", str(link)], ["config", "init", "--force", str(link)]):
+        err = io.StringIO()
+        assert main(argv, out=io.StringIO(), err=err) == 2, argv
+        assert len(err.getvalue().splitlines()) == 1 and "symlink" in err.getvalue(), argv
+    assert target.read_text() == "precious\n"
+    assert link.is_symlink()
+    dangling = tmp_path / "dangling.toml"
+    dangling.symlink_to(tmp_path / "created-through-the-link.toml")
+    for argv in (["config", "init", str(dangling)], ["config", "init", "--force", str(dangling)]):
+        err = io.StringIO()
+        assert main(argv, out=io.StringIO(), err=err) == 2, argv
+        assert "symlink" in err.getvalue()
+    assert not (tmp_path / "created-through-the-link.toml").exists()
+
+
+def test_a_site_file_under_an_unknown_users_home_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    err = io.StringIO()
+    assert main(["--site", "~nosuchuser-xyz/site.toml", "config", "show"], out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith("siteadmin: config: --site: ~nosuchuser-xyz/site.toml: ")
+    assert len(err.getvalue().splitlines()) == 1 and "internal error" not in err.getvalue()
+    monkeypatch.setenv("SITEADMIN_SITE", "~nosuchuser-xyz/site.toml")
+    err = io.StringIO()
+    assert main(["config", "show"], out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith("siteadmin: config: $SITEADMIN_SITE: ~nosuchuser-xyz/site.toml: ")
+    assert len(err.getvalue().splitlines()) == 1
+
+
+def test_a_huge_host_range_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('[wns]\nhosts = ["wn[1-100000000]"]\n')
+    started = time.monotonic()
+    err = io.StringIO()
+    assert main(["--site", str(path), "config", "show"], out=io.StringIO(), err=err) == 2
+    assert time.monotonic() - started < 2
+    assert len(err.getvalue().splitlines()) == 1
+    assert "wns.hosts" in err.getvalue() and "max_hosts = 100000" in err.getvalue()
