@@ -18,20 +18,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import best_of, report, throwaway_lab  # noqa: E402
 
 from siteadmin.inventory import Inventory  # noqa: E402
-from siteadmin.remote import Session, SessionPool, run_on_hosts  # noqa: E402
+from siteadmin.remote import Session, WNService  # noqa: E402
 from siteadmin.site import Site  # noqa: E402
 
 WNS = 24
 
 
 def sweep(site: Site, hosts: list[str], parallelism: int, work: Callable[[Session], object]) -> None:
-    with SessionPool(site) as pool:
-
-        def probe(host: str) -> object:
-            with pool.connect(host) as session:
-                return work(session)
-
-        results = run_on_hosts(hosts, probe, parallelism)
+    with WNService(site, parallelism=parallelism) as service:
+        results = service.run(hosts, work)
     bad = [r for r in results if not r.ok]
     if bad:
         raise SystemExit(f"fan-out failed on {len(bad)} WNs: {bad[0].error}")

@@ -1,8 +1,9 @@
-"""``siteadmin reach [PATTERN]``: can the VoBox log in to each WN? Folded answer, one line per failure.
+"""``siteadmin reach [PATTERN]``: can the VoBox log in to each WN? Folded answer on stdout and stderr.
 
 Connects to every selected WN exactly as every other operation does (host keys verified, jump
 host, keys), runs ``uname -n`` and folds the hosts by outcome. Exit 0 when all answered, 1 when
-any did not; each failed host gets one diagnostic line on stderr.
+any did not; the failures are folded by outcome on stderr too, one line per outcome
+(``wn[003,017].lab: connection refused by ...``), and ``--json`` keeps every host's own error.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from siteadmin.errors import ExitCode, UsageError
 from siteadmin.inventory import Inventory, fold
-from siteadmin.remote import summarise
+from siteadmin.remote import fold_failures, summarise
 from siteadmin.remote.reach import reach_wns
 
-if False:  # typing only
+if TYPE_CHECKING:
     from siteadmin.cli import Context
 
 
@@ -42,8 +43,8 @@ def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout {args.timeout:g}: must be a number of seconds greater than 0, like 30")
     start = time.monotonic()
-    # Ctrl-C: run_on_hosts drops hosts not yet started and re-raises (exit 130); the pool's close
-    # aborts connections in flight
+    # Ctrl-C: the WN service drops hosts not yet started, closes its pool (aborting connections in
+    # flight) and re-raises (exit 130)
     results = reach_wns(site, hosts, parallelism=parallel, timeout=args.timeout, inventory=inventory)
     took = time.monotonic() - start
     failed = [r for r in results if not r.ok]
@@ -68,8 +69,8 @@ def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
         ],
     }
     ctx.emit(data, lambda d: "\n".join(f"{row['hosts']}: {row['outcome']}" for row in d["summary"]))
-    for result in failed:
-        ctx.note(f"{result.category}: {result.line()}")
+    for category, line in fold_failures(results):
+        ctx.note(f"{category}: {line}")
     if failed:
         ctx.note(f"{len(failed)} of {len(results)} WNs not reached ({fold([r.host for r in failed])}) in {took:.1f} s")
         return ExitCode.FAILED

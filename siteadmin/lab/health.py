@@ -159,18 +159,18 @@ def check_ldap(url: str, ca_file: Path, bind_dn: str, password_file: Path, base:
 def check_wns_over_ssh(site: Any, wn_list: list[Any], secret: str, parallelism: int = 32) -> list[Check]:
     """For each WN: run a command over SSH, then ``aria2.getVersion`` through an SSH tunnel to its RPC port.
 
-    This is the path siteadmin itself takes (``siteadmin.remote``): the site's key, user and
-    known_hosts, strict host key checking, the RPC reached on the WN's own localhost.
+    This is the path siteadmin itself takes (the WN service of ``siteadmin.remote``): the site's
+    key, user and known_hosts, strict host key checking, the RPC reached on the WN's own localhost.
     """
     import aria2p
 
-    from siteadmin.remote import SessionPool, run_on_hosts
+    from siteadmin.remote import Session, WNService
 
     token = secrets.token_hex(4)
     ports = {wn.name: wn.rpc_port for wn in wn_list}
 
-    def work(host: str) -> tuple[Check, Check]:
-        session = pool.session(host)
+    def work(session: Session) -> tuple[Check, Check]:
+        host = session.host
         result = session.run(f"echo lab-{token}", timeout=10.0)
         if result.exit_status != 0 or result.stdout.strip() != f"lab-{token}":
             ssh = Check("ssh", host, False, f"`echo` gave status {result.exit_status}: {result.stderr.strip()[:100]}")
@@ -187,8 +187,8 @@ def check_wns_over_ssh(site: Any, wn_list: list[Any], secret: str, parallelism: 
         return ssh, rpc
 
     checks: list[Check] = []
-    with SessionPool(site) as pool:
-        for result in run_on_hosts([wn.name for wn in wn_list], work, parallelism):
+    with WNService(site, parallelism=parallelism) as service:
+        for result in service.run([wn.name for wn in wn_list], work):
             if result.value is not None:
                 checks += list(result.value)
             else:

@@ -56,7 +56,7 @@ def _mixed_site(ssh_lab: Any, tmp_path: Path) -> Path:
     return ssh_lab.write_site("mixed", nodes, known_hosts=known)  # type: ignore[no-any-return]
 
 
-def test_reach_failures_exit_1_with_one_line_each(ssh_lab: Any, tmp_path: Path) -> None:
+def test_reach_failures_exit_1_and_a_lone_host_keeps_its_whole_error(ssh_lab: Any, tmp_path: Path) -> None:
     site = _mixed_site(ssh_lab, tmp_path)
     code, out, err = _run("reach", "--site", str(site), "--parallel", "2")
     assert code == 1
@@ -73,6 +73,44 @@ def test_reach_failures_exit_1_with_one_line_each(ssh_lab: Any, tmp_path: Path) 
     assert lines[1].startswith("siteadmin: unreachable: wn004.lab: connection refused by 127.0.0.1:")
     assert lines[2].startswith("siteadmin: hostkey: wn005.lab: host key not in known_hosts ")
     assert lines[3].startswith("siteadmin: 3 of 5 WNs not reached (wn[003-005].lab) in ")
+
+
+def test_reach_folds_failures_by_outcome_on_stderr_as_on_stdout(ssh_lab: Any, tmp_path: Path) -> None:
+    good = ssh_lab.spec("wn001.lab")
+    down = ssh_lab.free_port()
+    known = tmp_path / "known_hosts"
+    known.write_text(known_hosts_line(["127.0.0.1"], good.port, good.host_key_pub_line) + "\n")
+    nodes = {
+        "wn001.lab": good.port,
+        "wn002.lab": down,  # refused, the very same text for both
+        "wn003.lab": down,
+        "wn004.lab": ssh_lab.spec("wn002.lab").port,  # unknown keys: texts differ (each names its port)
+        "wn005.lab": ssh_lab.spec("wn003.lab").port,
+        "wn006.lab": good.port,
+        "wn007.lab": down,
+    }
+    site = ssh_lab.write_site("folded", nodes, known_hosts=known)
+    code, out, err = _run("reach", "--site", str(site))
+    assert code == 1
+    assert out.splitlines() == [
+        "wn[001,006].lab: ok",
+        "wn[002-003,007].lab: connection refused",
+        "wn[004-005].lab: host key unknown",
+    ]
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    # one outcome, one text: the hosts folded, the text once
+    assert lines[0] == f"siteadmin: unreachable: wn[002-003,007].lab: connection refused by 127.0.0.1:{down} (is sshd running there, on that port?)"
+    # one outcome, texts differing: the outcome, then the first host's whole text as the example
+    assert lines[1].startswith("siteadmin: hostkey: wn[004-005].lab: host key unknown; e.g. wn004.lab: host key not in known_hosts ")
+    assert f"[127.0.0.1]:{ssh_lab.spec('wn002.lab').port}" in lines[1]
+    assert lines[2].startswith("siteadmin: 5 of 7 WNs not reached (wn[002-005,007].lab) in ")
+    # each host's own error is still there in --json
+    code, out, _ = _run("reach", "--site", str(site), "--json")
+    errors = {h["host"]: h["error"] for h in json.loads(out)["hosts"]}
+    assert errors["wn005.lab"].startswith("wn005.lab: host key not in known_hosts ")
+    assert f"[127.0.0.1]:{ssh_lab.spec('wn003.lab').port}" in errors["wn005.lab"]
 
 
 def test_reach_json(ssh_lab: Any, tmp_path: Path) -> None:
@@ -167,7 +205,7 @@ def _siteadmin(*argv: str) -> subprocess.Popen[str]:
     )
 
 
-def test_reach_hosts_without_sshd_give_one_line_each_and_no_traceback(ssh_lab: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_reach_hosts_without_sshd_fold_into_one_line_and_no_traceback(ssh_lab: Any, caplog: pytest.LogCaptureFixture) -> None:
     with _fake_wn("close") as closes, _fake_wn("garbage") as garbage, _fake_wn("silent") as silent:
         site = _no_ssh_site(ssh_lab, {"wn002.lab": closes, "wn003.lab": garbage, "wn004.lab": silent}, 1.0)
         results = [_run("reach", "--site", str(site))]
@@ -185,10 +223,12 @@ def test_reach_hosts_without_sshd_give_one_line_each_and_no_traceback(ssh_lab: A
         assert code == 1
         assert out.splitlines() == ["wn001.lab: ok", "wn[002-004].lab: ssh handshake failed"]
         lines = err.splitlines()
-        assert len(lines) == 4, err
-        for line, host, port in zip(lines, ("wn002.lab", "wn003.lab", "wn004.lab"), (closes, garbage, silent), strict=False):
-            assert line.startswith(f"siteadmin: unreachable: {host}: SSH handshake with {ssh_lab.user}@127.0.0.1:{port} failed")
-        assert lines[3].startswith("siteadmin: 3 of 4 WNs not reached (wn[002-004].lab) in ")
+        assert len(lines) == 2, err
+        # one outcome, three different texts: the outcome, and the first host's text as the example
+        assert lines[0].startswith(
+            f"siteadmin: unreachable: wn[002-004].lab: ssh handshake failed; e.g. wn002.lab: SSH handshake with {ssh_lab.user}@127.0.0.1:{closes} failed"
+        )
+        assert lines[1].startswith("siteadmin: 3 of 4 WNs not reached (wn[002-004].lab) in ")
 
 
 def test_reach_ctrl_c_exits_at_once_while_connects_hang(ssh_lab: Any) -> None:

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from siteadmin.inventory import WN, Inventory
-from siteadmin.remote.fanout import HostResult
+from siteadmin.remote.fanout import HostResult, Progress
 from siteadmin.remote.reach import reach_wns
 from siteadmin.tui.views.base import View, cells
 
@@ -63,16 +63,19 @@ class WnsView(View):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="wn-check")
     def check(self, hosts: list[str], cancel: threading.Event) -> None:
-        def progress(result: HostResult[str]) -> None:
-            self.app.call_from_thread(self._checked, result)
+        def progress(step: Progress[str]) -> None:
+            self.app.call_from_thread(self._checked, step)
 
         results = reach_wns(self.site, hosts, cancel=cancel, progress=progress)
         self.app.call_from_thread(self._all_checked, results)
 
-    def _checked(self, result: HostResult[str]) -> None:
+    def _checked(self, step: Progress[str]) -> None:
+        result = step.result
         self._results[result.host] = result
         text = "ok" if result.ok else f"{result.outcome}: {result.error or ''}".removesuffix(": ")
         self.query_one(DataTable).update_cell(result.host, REACH_COLUMN, cells(text)[0], update_width=True)
+        if step.done < step.total:
+            self.set_status(f"checking {step.total} WNs over SSH… {step.done} done")
 
     def _all_checked(self, results: list[HostResult[str]]) -> None:
         failed = [r for r in results if not r.ok]
