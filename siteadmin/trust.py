@@ -50,8 +50,9 @@ def _check_stat(path: Path, info: os.stat_result, what: str, folder: bool) -> No
     mode = stat.S_IMODE(info.st_mode)
     if not trusted_owner(info.st_uid):
         me = _user_name(os.geteuid())
+        allowed = "root" if os.geteuid() == 0 else f"{me} or root"
         raise UntrustedFile(
-            f"{path}: {what} is owned by {_user_name(info.st_uid)}, not by {me} or root; siteadmin does not trust it",
+            f"{path}: {what} is owned by {_user_name(info.st_uid)}, not by {allowed}; siteadmin does not trust it",
             f"check its content, then `chown {me} {path}`",
         )
     if mode & WRITABLE_BY_OTHERS and not (folder and mode & stat.S_ISVTX):
