@@ -257,6 +257,11 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _detail(exc: BaseException) -> str:
+    text = _why(exc)
+    return "" if text == type(exc).__name__ else f" ({text})"
+
+
 def _lost(exc: BaseException) -> bool:
     """An error of the connection rather than of the file (nothing more can be asked over it)."""
     if isinstance(exc, EOFError | paramiko.SSHException | TimeoutError):
@@ -290,7 +295,7 @@ def _failure(session: Session, sftp: paramiko.SFTPClient, exc: BaseException, do
     if isinstance(exc, TimeoutError):
         return FileStepError(session.host, f"{doing}: no SFTP answer within the time limit; the WN or its sshd is stalled", outcome="sftp timed out")
     if _lost(exc):
-        return FileStepError(session.host, f"{doing}: the connection was lost ({_why(exc)})", outcome="connection lost")
+        return FileStepError(session.host, f"{doing}: the connection was lost{_detail(exc)}", outcome="connection lost")
     code = exc.errno if isinstance(exc, OSError) else None
     if code == errno.EACCES:
         return FileStepError(session.host, f"{doing}: permission denied", f"may {session.target.user} write in {directory}?", outcome="permission denied")
@@ -423,7 +428,7 @@ def _read_error(session: Session, path: str, exc: BaseException) -> FileStepErro
     if isinstance(exc, TimeoutError):
         return FileStepError(session.host, f"cannot read {path}: no SFTP answer within the time limit", outcome="sftp timed out")
     if _lost(exc):
-        return FileStepError(session.host, f"cannot read {path}: the connection was lost ({_why(exc)})", outcome="connection lost")
+        return FileStepError(session.host, f"cannot read {path}: the connection was lost{_detail(exc)}", outcome="connection lost")
     if isinstance(exc, OSError) and exc.errno == errno.EACCES:
         return FileStepError(session.host, f"cannot read {path}: permission denied", outcome="permission denied")
     return FileStepError(session.host, f"cannot read {path}: {_why(exc)}", outcome="read failed")
@@ -533,9 +538,13 @@ def validate(
     Raises:
         FileStepError: ``validation failed`` (with the judge's reason), ``validation timed out``,
             ``connection lost``; the temp file is removed.
-        ValueError: the command has no ``{path}`` (a programming or config error: nothing was run).
+        ValueError: the command has no ``{path}`` (a config error: nothing was run; the temp file is removed).
     """
-    line = validation_command(command, temp.path)
+    try:
+        line = validation_command(command, temp.path)
+    except ValueError:
+        discard(session, temp, sftp=sftp)
+        raise
     what = f"new {temp.target} refused by `{_short(command)}`"
     failure: FileStepError | None = None
     try:
@@ -586,7 +595,7 @@ def install(
         FileStepError: ``permission denied``, ``read-only``, ``write failed``, ``connection lost``,
             ``sftp timed out``; the temp file is removed and the old file is untouched.
     """
-    return _install(session, temp, current, mode, uid, gid, sftp, f"cannot install {temp.target}")
+    return _install(session, temp, current, mode, uid, gid, sftp, f"cannot write {temp.target}")
 
 
 def _install(

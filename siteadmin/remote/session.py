@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import select
 import shlex
-import stat
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import paramiko
-from paramiko import sftp as sftp_proto
 
 from siteadmin.remote.errors import CommandFailed, CommandTimeout, ConnectFailed, SshError, TunnelError
 from siteadmin.remote.target import Target
@@ -225,64 +221,38 @@ class Session:
             chan.shutdown_write()
 
     def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        """Write a file on the WN by SFTP: private temp file in the same directory, final mode, atomic rename.
+        """Write a file on the WN by SFTP: private fsynced temp file beside it, ``mode``, atomic rename.
 
-        The temp file is created with mode 0600 in the SFTP open request itself (and set to 0600
-        again, and checked, before the first byte is written), so a file holding secrets is never
-        readable by others, not even half-written; ``mode`` is applied just before the rename.
+        A shorthand for the file steps of ``siteadmin.remote.files`` without backup, validation or
+        keeping the old owner and mode; a config rollout composes those steps itself.
 
         Args:
             path: absolute path of the file on the WN.
             data: the whole content.
-            mode: permission bits of the finished file.
+            mode: permission bits of the finished file (the temp file is 0600 until the rename).
 
         Raises:
-            SshError: a path that is not absolute or names no file; SFTP refused (no such
-                directory, permission denied, no space). The temp file is removed on failure.
+            SshError: a ``files.FileStepError`` (bad path, no such directory, permission denied,
+                read-only, disk full, write failed, connection lost). The temp file is removed on failure.
         """
-        directory, _, name = path.rpartition("/")
-        if not path.startswith("/") or not name or name in (".", ".."):
-            raise SshError(self.host, f"cannot write {path!r}: the path must be absolute and name a file, like /etc/aria2/aria2c.conf", outcome="bad path")
-        tmp = f"{directory}/.{name}.siteadmin-{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            sftp = self._client.open_sftp()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshError(self.host, f"cannot start SFTP: {exc}", outcome="sftp failed") from None
-        leftover = True  # from here on, a failure removes the temp file (its random name is ours)
-        try:
-            with _create_private(sftp, tmp) as handle:
-                handle.set_pipelined(True)
-                handle.write(data)
-            sftp.chmod(tmp, mode)
-            sftp.posix_rename(tmp, path)
-            leftover = False
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-            raise SshError(self.host, f"cannot write {path}: {why}", outcome="write failed") from None
-        finally:
-            if leftover:
-                with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
-                    sftp.remove(tmp)
-            sftp.close()
+        from siteadmin.remote import files  # files builds on Session: imported here, not at the top
+
+        with self.sftp() as sftp:
+            temp = files.write_temp(self, path, data, sftp=sftp)
+            files.install(self, temp, files.FileState(path, None), mode=mode, sftp=sftp)
 
     def read_file(self, path: str) -> bytes:
-        """Read a whole file from the WN by SFTP.
+        """Read a whole regular file from the WN by SFTP (``files.read_file`` also gives owner and mode).
 
         Raises:
-            SshError: missing or unreadable file.
+            SshError: missing, unreadable or not a regular file.
         """
-        try:
-            sftp = self._client.open_sftp()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshError(self.host, f"cannot start SFTP: {exc}", outcome="sftp failed") from None
-        try:
-            with sftp.open(path, "rb") as handle:
-                return handle.read()
-        except (OSError, paramiko.SSHException) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise SshError(self.host, f"cannot read {path}: {why}", outcome="read failed") from None
-        finally:
-            sftp.close()
+        from siteadmin.remote import files  # files builds on Session: imported here, not at the top
+
+        state = files.read_file(self, path)
+        if state.data is None:
+            raise files.FileStepError(self.host, f"cannot read {path}: no such file", outcome="read failed")
+        return state.data
 
     def open_tunnel(self, remote_host: str, remote_port: int, *, local_port: int = 0) -> Tunnel:
         """Forward a local port (127.0.0.1, free unless given) to ``remote_host:remote_port`` seen from the WN.
@@ -315,38 +285,6 @@ class Session:
         self._client.close()
 
 
-def _create_private(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
-    """Create ``path`` for writing with mode 0600 set by the open request itself (O_EXCL).
-
-    ``SFTPClient.open`` sends no attributes, so the server creates the file with its default mode
-    (0644 after umask) and a chmod afterwards leaves a window; OpenSSH's sftp-server passes the
-    requested permissions to open(2). paramiko has no public call for this, hence ``_request``.
-    For a server that ignores them the handle is chmodded to 0600 and checked, still empty.
-
-    Raises:
-        OSError: the server refused (exists, no such directory, permission denied), or the file
-            cannot be made private.
-    """
-    attrs = paramiko.SFTPAttributes()
-    attrs.st_mode = 0o600
-    flags = sftp_proto.SFTP_FLAG_WRITE | sftp_proto.SFTP_FLAG_CREATE | sftp_proto.SFTP_FLAG_EXCL
-    kind, msg = sftp._request(sftp_proto.CMD_OPEN, path, flags, attrs)  # type: ignore[attr-defined]  # no public API takes attrs
-    if kind != sftp_proto.CMD_HANDLE:
-        raise paramiko.SSHException(f"SFTP server answered open with message type {kind}")
-    handle = paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
-    try:
-        handle.chmod(0o600)
-        private = not stat.S_IMODE(handle.stat().st_mode or 0) & 0o077
-    except BaseException:
-        handle.close()
-        raise
-    if not private:
-        handle.close()
-        raise OSError(errno.EPERM, "the server does not keep the temp file private (mode 0600)")
-    return handle
-
-
 def _short(command: str, width: int = 60) -> str:
     one = " ".join(command.split())
     return one if len(one) <= width else one[: width - 3] + "..."
-

@@ -201,6 +201,50 @@ def test_validation_reason_hides_secrets_and_a_judge_can_accept_a_non_zero_exit(
     assert path.read_bytes() == SECRET
 
 
+def test_a_validation_command_without_the_path_runs_nothing_and_leaves_no_temp_file(session: Session, tmp_path: Path) -> None:
+    temp = write_temp(session, str(tmp_path / "aria2c.conf"), SECRET)
+    with pytest.raises(ValueError, match="must contain {path}"):
+        validate(session, temp, "touch /tmp/should-not-run")
+    assert _names(tmp_path) == []
+
+
+def test_a_connection_cut_mid_upload_keeps_the_old_file_and_the_next_run_clears_the_temp_file(ssh_lab: Any, tmp_path: Path) -> None:
+    path = tmp_path / "aria2c.conf"
+    _existing(path, b"old=1\n")
+    data = SECRET + b"#" * (64 << 20)
+    with SessionPool(ssh_lab.site()) as pool:
+        session = pool.session("wn001.lab")
+        current = read_file(session, str(path))
+
+        def cut() -> None:
+            # as soon as the temp file has data, drop the connection under the writer
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                temps = [p for p in tmp_path.iterdir() if p.name.startswith(".aria2c.conf.siteadmin-")]
+                if temps and temps[0].stat().st_size > 0:
+                    break
+                time.sleep(0.001)
+            session.transport.sock.close()  # the TCP socket under the SSH transport
+
+        cutter = threading.Thread(target=cut, daemon=True)
+        cutter.start()
+        with pytest.raises(FileStepError) as info:
+            with staged(session, str(path), data) as temp:
+                install(session, temp, current)
+        cutter.join(5)
+    assert info.value.outcome == "connection lost", info.value.one_line()
+    assert info.value.one_line().startswith(f"wn001.lab: cannot write {path}: ")
+    assert path.read_bytes() == b"old=1\n"
+    # sshd may need a moment to notice; the next run (holding the WN's lock) clears what was left
+    with SessionPool(ssh_lab.site()) as pool:
+        session = pool.session("wn001.lab")
+        (stale,) = remove_stale_temps(session, str(path))
+        assert Path(stale).parent == tmp_path
+        assert _names(tmp_path) == ["aria2c.conf"]
+        _put(session, path, b"new=1\n")
+    assert path.read_bytes() == b"new=1\n"
+
+
 def test_validation_that_hangs_times_out_and_removes_the_temp_file(session: Session, tmp_path: Path) -> None:
     path = tmp_path / "aria2c.conf"
     temp = write_temp(session, str(path), SECRET)
