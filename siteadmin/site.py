@@ -596,15 +596,15 @@ def load_site(explicit: str | os.PathLike[str] | None = None) -> Site:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+        raise ConfigError(f"{one_line(str(path))}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{one_line(str(path))}: not valid TOML: {one_line(str(exc))}") from None
     try:
         site = site_from_mapping(data, source=path.resolve())
     except ConfigError as exc:
-        raise ConfigError(f"{path.name}: {exc.message}", exc.hint) from None
+        raise ConfigError(f"{one_line(path.name)}: {exc.message}", exc.hint) from None
     _refuse_open_secrets(path, site)
     return site
 

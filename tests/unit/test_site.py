@@ -463,3 +463,13 @@ def test_a_huge_host_range_is_refused_before_it_is_expanded(tmp_path: Path) -> N
     assert time.monotonic() - started < 2
     assert len(err.getvalue().splitlines()) == 1
     assert "wns.hosts" in err.getvalue() and "max_hosts = 100000" in err.getvalue()
+
+
+def test_a_site_file_name_with_a_newline_still_gives_one_line(tmp_path: Path) -> None:
+    for text in ("[site\nname=", '[site]\nname = 1\n'):
+        path = tmp_path / "odd\nname.toml"
+        path.write_text(text)
+        err = io.StringIO()
+        assert main(["--site", str(path), "config", "show"], out=io.StringIO(), err=err) == 2
+        assert len(err.getvalue().splitlines()) == 1, err.getvalue()
+        assert "odd\\nname.toml" in err.getvalue()
