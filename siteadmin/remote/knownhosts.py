@@ -35,6 +35,7 @@ import paramiko
 from paramiko.hostkeys import HostKeys
 from paramiko.pkey import UnknownKeyType
 
+from siteadmin import trust
 from siteadmin.errors import ConfigError, warn
 from siteadmin.remote.errors import HostKeyRevoked, HostKeyUnknown
 from siteadmin.remote.target import Target
@@ -238,9 +239,11 @@ def _read_known_hosts(path: Path) -> bytes | None:
 
     Raises:
         ConfigError: the file exists but cannot be read.
+        UntrustedFile: the file or its folder is owned by another user or writable by others.
     """
     if not path.is_file():
         return None
+    trust.check_path(path, "known_hosts")  # who can write here decides which WN keys are believed
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -11,6 +11,7 @@ import pytest
 from siteadmin import trust
 from siteadmin.cli import main
 from siteadmin.errors import UntrustedFile, printable, warn, warnings_to
+from siteadmin.remote.knownhosts import KnownHosts
 
 NOBODY = 65534
 
@@ -130,6 +131,19 @@ def test_a_site_template_folder_others_can_write_is_refused(tmp_path: Path) -> N
     out, err = io.StringIO(), io.StringIO()
     assert main(["--site", str(site), "render", "--host", "wn1.t"], out=out, err=err) == 2
     assert err.getvalue().startswith(f"siteadmin: untrusted: {folder}: aria2c template folder is writable by group or others")
+
+
+def test_a_known_hosts_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text("[wn001.lab]:2201 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    assert KnownHosts().lookup(["wn001.lab"], 2201, [path]) is not None
+    path.chmod(0o666)
+    with pytest.raises(UntrustedFile, match=f"^{path}: known_hosts is writable by group or others"):
+        KnownHosts().lookup(["wn001.lab"], 2201, [path])
+    path.chmod(0o644)
+    os.chown(path, NOBODY, NOBODY)
+    with pytest.raises(UntrustedFile, match=f"^{path}: known_hosts is owned by nobody"):
+        KnownHosts().lookup(["wn001.lab"], 2201, [path])
 
 
 # ---------------------------------------------------------------- printable and warn
