@@ -13,6 +13,7 @@ from typing import Any
 import ldap3
 import pytest
 
+from siteadmin.directory import ce_container
 from siteadmin.lab.netns import free_port
 from siteadmin.lab.slapd import DEFAULT_CES, SlapdSpec, prepare_slapd, start_slapd, stop_slapd
 from siteadmin.secrets import read_secret_file
@@ -178,7 +179,7 @@ class Lab:
         """installMethod of every CE of the site, by CE name, read with a raw connection."""
         conn = self.admin()
         try:
-            base = f"ou=CE,ou=Services,ou={SITE},ou=Sites,{self.spec.base}"
+            base = ce_container(SITE, self.spec.base)
             conn.search(base, "(objectClass=*)", search_scope=ldap3.LEVEL, attributes=["name", "installMethod"])
             out = {}
             for entry in conn.response:

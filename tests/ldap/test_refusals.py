@@ -23,6 +23,7 @@ from pyasn1.codec.ber import decoder, encoder
 from siteadmin.cli import main
 from siteadmin.directory import Directory
 from siteadmin.errors import PermissionDenied, ServiceUnreachable, SiteadminError
+from siteadmin.lab.netns import free_port
 from siteadmin.secrets import write_secret_file
 from siteadmin.site import load_site
 
@@ -149,7 +150,7 @@ def test_unavailable_server_from_a_real_slapd_names_the_server_and_what_to_do(ow
     # A back-ldap database whose upstream is gone: slapd answers a bind under it with 52.
     gone = "o=gone"
     lab = own_lab([("CE1", "CVMFS", "ce1.lab.example")], extra_global=["moduleload back_ldap"],
-                  extra_conf=["database ldap", f'suffix "{gone}"', f'uri "ldap://127.0.0.1:{_closed_port()}/"'])
+                  extra_conf=["database ldap", f'suffix "{gone}"', f'uri "ldap://127.0.0.1:{free_port()}/"'])
     site = site_for(lab, bind_dn=f"cn=siteadmin,{gone}")
     error = refused(site)
     assert isinstance(error, ServiceUnreachable)
@@ -159,11 +160,6 @@ def test_unavailable_server_from_a_real_slapd_names_the_server_and_what_to_do(ow
     assert code == 3
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("siteadmin: ") and "try again later" in lines[0], err
-
-
-def _closed_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        return int(sock.getsockname()[1])
 
 
 # ------------------------------------------------ a server that wants SASL
