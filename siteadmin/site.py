@@ -503,6 +503,9 @@ def _build(cls: Any, table: Any, prefix: str, base: Path | None) -> Any:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
             hint = f"did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else f"known keys: {', '.join(fields)}"
             raise ConfigError(f"{dotted}: unknown key", hint)
+        if fields[key].metadata.get("options") and not isinstance(raw, dict):
+            # the value may be a secret written the wrong way (options = "rpc-secret=..."): not repeated
+            raise ConfigError(f"{dotted}: must be a table of aria2c options, like {{ max-concurrent-downloads = \"5\" }}")
         value = _convert(dotted, hints[key], raw, base)
         check = fields[key].metadata.get("check")
         if check is not None and value is not None:

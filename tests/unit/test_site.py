@@ -383,13 +383,21 @@ def test_config_show_masks_mistyped_and_unknown_secret_names(tmp_path: Path) -> 
     assert data["wns"]["groups"]["g"]["hosts"] == ["wn1"]
 
 
-def test_a_password_in_a_bad_value_is_not_repeated(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[ssh]\njump_host = "admin:pw-s3cr3t@bastion"\n', "ssh.jump_host"),
+        ('[aria2c]\noptions = "rpc-secret=pw-s3cr3t"\n', "aria2c.options"),
+        ('[wns.nodes."wn1.x"]\naria2c = "rpc-secret=pw-s3cr3t"\n', "wns.nodes.wn1.x.aria2c"),
+    ],
+)
+def test_a_password_in_a_bad_value_is_not_repeated(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "site.toml"
-    path.write_text('[ssh]\njump_host = "admin:pw-s3cr3t@bastion"\n')
+    path.write_text(text)
     path.chmod(0o600)
     with pytest.raises(ConfigError) as info:
         load_site(path)
-    assert "ssh.jump_host" in info.value.one_line()
+    assert key in info.value.one_line()
     assert "pw-s3cr3t" not in info.value.one_line()
 
 
