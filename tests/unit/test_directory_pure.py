@@ -202,3 +202,33 @@ def test_tls_reason_reads_the_wrapped_text() -> None:
         "Hostname mismatch, certificate is not valid for \\'vm\\'. (_ssl.c:1006)\",)"
     )
     assert ldap.tls_reason(Exception(mismatch)) == "certificate verify failed: Hostname mismatch, certificate is not valid for 'vm'"
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        ({"result": 7}, True),
+        ({"result": 8}, True),
+        ({"result": 48}, True),
+        ({"result": 53, "message": "unwilling to perform simple authentication"}, True),
+        ({"result": 53, "message": "unauthenticated bind (DN with no password) disallowed"}, False),
+        ({"result": 49}, False),
+        ({"result": 13}, False),
+    ],
+)
+def test_wants_sasl_reads_code_and_slapds_words(result: dict[str, object], expected: bool) -> None:
+    assert ldap.wants_sasl(result) is expected
+
+
+def test_busy_and_unavailable_say_what_to_do() -> None:
+    busy = ldap.busy_or_unavailable("h:636", {"result": 51, "description": "busy", "message": "too\nmany"}, "changing CE CE1", nothing_written=True)
+    assert busy.message == "changing CE CE1: LDAP server h:636 is busy (busy, 51: too many); nothing written"
+    assert busy.hint is not None and "try again in a few minutes" in busy.hint
+    gone = ldap.busy_or_unavailable("h:636", {"result": 52, "description": "unavailable"})
+    assert gone.message == "LDAP server h:636 is unavailable (unavailable, 52)"
+    assert gone.hint is not None and "try again later" in gone.hint and "ldap.url" in gone.hint
+
+
+def test_server_text_is_one_printable_line() -> None:
+    assert ldap.one_line("a\nb\x1b[2J\u202ec\x00d") == "a b [2J c d"
+    assert len(ldap.one_line("x" * 500, 50)) == 50
