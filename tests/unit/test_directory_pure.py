@@ -232,3 +232,12 @@ def test_busy_and_unavailable_say_what_to_do() -> None:
 def test_server_text_is_one_printable_line() -> None:
     assert ldap.one_line("a\nb\x1b[2J\u202ec\x00d") == "a b [2J c d"
     assert len(ldap.one_line("x" * 500, 50)) == 50
+
+
+def test_the_ldap_layer_never_reaches_up_to_the_ce_service() -> None:
+    import grimp
+
+    graph = grimp.build_graph("siteadmin", cache_dir=None)
+    # the check sees imports at all: the CE service is built on the LDAP layer
+    assert graph.chain_exists(importer="siteadmin.directory.ces", imported="siteadmin.directory.ldap")
+    assert not graph.chain_exists(importer="siteadmin.directory.ldap", imported="siteadmin.directory.ces")
