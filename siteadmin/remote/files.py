@@ -5,7 +5,7 @@ Each step is its own function, in the order a careful admin (and Ansible's copy 
     current = read_file(session, path)               # bytes, sha256, owner, group, mode; or absent
     backup(session, current, keep=5)                 # <path>.siteadmin-<UTC time>-<hash>, pruned to 5
     with staged(session, path, data) as temp:        # .<name>.siteadmin-<random>.tmp beside the target,
-        validate(session, temp, "aria2c --conf-path={path} ...")   # 0600 from its first byte, fsynced
+        validate(session, temp, "my-check {path}")   # 0600 from its first byte, fsynced
         install(session, temp, current)              # owner, group, mode of the old file (0600 if new),
                                                      # set on the temp file, then posix-rename
     restore(session, list_backups(session, path)[0]) # a generation back, byte for byte, owner and mode
@@ -21,15 +21,18 @@ Why these choices:
   sends no attributes), so it is never readable by others, not even empty.
 - It is flushed to disk with OpenSSH's ``fsync@openssh.com`` extension (paramiko has no fsync);
   a server without it gets ``sync -- <temp>`` run as a command instead.
+- Every write request's answer is read and checked: paramiko's pipelined writes drop a refused
+  write, which on a full disk would leave a truncated file to be renamed into place.
 - SFTP v3 reports a read-only or full filesystem only as "Failure"; on such a failure the
   directory's ``statvfs@openssh.com`` answer tells the two apart, so the admin reads
   ``read-only`` or ``disk full`` instead.
 
-Every failure is a ``FileStepError`` (an ``SshError``) whose one line names the host and path and
-whose ``outcome`` says what happened: ``permission denied``, ``no such directory``,
-``not a regular file``, ``read-only``, ``disk full``, ``write failed``, ``validation failed``,
-``validation timed out``, ``read failed``, ``backup damaged``, ``no such backup``,
-``connection lost``.
+Every failure is a ``FileStepError`` (an ``SshError``, exit status 1) whose one line names the host
+and path and whose ``outcome`` says what happened: ``bad path``, ``not a regular file``,
+``permission denied``, ``no such directory``, ``read-only``, ``disk full``, ``write failed``,
+``read failed``, ``validation failed``, ``validation timed out``, ``backup damaged``,
+``no such backup``, ``connection lost``, ``sftp timed out``. Starting SFTP can also fail with the
+session's own ``SshError`` (``sftp failed``, ``sftp timed out``).
 """
 
 from __future__ import annotations
@@ -742,18 +745,21 @@ def restore(
     *,
     validate_command: str | None = None,
     timeout: float | None = None,
+    judge: Callable[[CommandResult], str | None] = exit_status_judge,
+    mask: Iterable[str] = (),
     sftp: paramiko.SFTPClient | None = None,
 ) -> FileState:
     """Put a backup generation back in place, byte for byte, with its owner, group and mode.
 
     The generation is read and its hash checked against its name, then written like any new
-    content (private temp file, fsynced, optionally validated, renamed). The generation stays.
+    content (private temp file, fsynced, optionally validated, renamed). The generation stays;
+    the file it replaces is not backed up here (call ``backup`` first to keep it).
 
     Args:
         session: an open session to the WN.
         generation: from ``list_backups`` (or ``find_backup``).
         validate_command: as ``validate``; None skips validation.
-        timeout: for the validation command.
+        timeout, judge, mask: for the validation, as ``validate``.
         sftp: as ``read_file``.
 
     Returns:
@@ -777,7 +783,7 @@ def restore(
             )
         with staged(session, generation.target, saved.data, sftp=client) as temp:
             if validate_command is not None:
-                validate(session, temp, validate_command, timeout=timeout, sftp=client)
+                validate(session, temp, validate_command, timeout=timeout, judge=judge, mask=mask, sftp=client)
             state = install(session, temp, saved, sftp=client)
     return dataclasses.replace(state, data=saved.data)
 
