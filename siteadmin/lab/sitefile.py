@@ -60,6 +60,12 @@ def _ports_line(facts: SiteFacts) -> list[str]:
     return [f"ports = {_q(f'{min(ports)}-{max(ports)}')}"]
 
 
+def _state_dirs_line(facts: SiteFacts) -> list[str]:
+    """Each lab WN keeps its DHT table and session in its own folder (wns/<name>/), beside its dir."""
+    folders = sorted({str(Path(wn.dir).parent) for wn in facts.wns})
+    return [f"state_dirs = [{', '.join(_q(f) for f in folders)}]"] if folders else []
+
+
 def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
     """The text of the lab's site.toml."""
     options = ", ".join(f"{_q(k)} = {_q(v)}" for k, v in SITE_OPTIONS.items())
@@ -100,6 +106,7 @@ def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
         "",
         "[aria2c]",
         f"rpc_secret_file = {_q(_rel(facts.rpc_secret_file, lab_dir))}",
+        *_state_dirs_line(facts),
         f"options = {{ {options} }}",
         "",
         "[audit]",

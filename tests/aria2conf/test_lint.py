@@ -22,7 +22,7 @@ CLEAN = {
     "listen-port": "6881-6999",
     "dht-listen-port": "6890",
     "bt-enable-lpd": "true",
-    "log": "/var/log/aria2c.log",
+    "log": "/var/log/aria2/aria2c.log",
     "log-level": "notice",
     "all-proxy": "http://proxy.example.org:3128",
     "all-proxy-user": "alice",
@@ -40,6 +40,7 @@ TRIGGERS: dict[str, tuple[dict[str, str | None], str]] = {
     "rpc-disabled": ({"enable-rpc": "false", "rpc-secret": None}, "enable-rpc"),
     "ports-outside-firewall": ({"dht-listen-port": "6881-7005"}, "dht-listen-port"),
     "lpd-no-interface": ({}, "bt-lpd-interface"),  # triggered by passing two interfaces
+    "file-outside-state-dirs": ({"log": "/etc/passwd"}, "log"),
 }
 
 
@@ -143,3 +144,28 @@ def test_the_site_allows_rules_in_site_toml() -> None:
 
 def test_finding_text() -> None:
     assert str(Finding(ERROR, "rpc-secret", "m", "rpc-no-secret")) == "error: rpc-secret: m [rpc-no-secret]"
+
+
+@pytest.mark.parametrize("option", ["log", "save-session", "input-file", "dht-file-path", "dht-file-path6"])
+def test_state_files_outside_dir_and_state_dirs_are_named(option: str) -> None:
+    (finding,) = lint(Site(), _with({option: "/etc/passwd"}), interfaces=["eth0"])
+    assert (finding.rule, finding.level, finding.option) == ("file-outside-state-dirs", WARNING, option)
+    assert "/etc/passwd is not within /var/lib/aria2, /var/log/aria2" in finding.message
+    assert lint(Site(), _with({option: "/var/lib/aria2/state/f"}), interfaces=["eth0"]) == []
+
+
+def test_state_files_may_live_in_dir_and_dot_dot_counts_where_it_lands() -> None:
+    assert lint(Site(), _with({"dir": "/data/aria2", "save-session": "/data/aria2/.session"}), interfaces=["eth0"]) == []
+    (finding,) = lint(Site(), _with({"log": "/var/log/aria2/../../../etc/shadow"}), interfaces=["eth0"])
+    assert finding.rule == "file-outside-state-dirs"
+    # a sibling whose name starts like an allowed folder is outside it
+    (sibling,) = lint(Site(), _with({"log": "/var/log/aria2-evil/x.log"}), interfaces=["eth0"])
+    assert sibling.rule == "file-outside-state-dirs"
+    assert lint(Site(), _with({"log": "-"}), interfaces=["eth0"]) == []
+
+
+def test_the_site_names_its_own_state_dirs(make_site: SiteFactory) -> None:
+    site = make_site('[aria2c]\nstate_dirs = ["/srv/aria2"]\n')
+    assert lint(site, _with({"log": "/srv/aria2/log/aria2c.log", "dht-file-path": "/srv/aria2/dht.dat"}), interfaces=["eth0"]) == []
+    (finding,) = lint(site, CLEAN, interfaces=["eth0"])  # /var/log/aria2 is no longer one of them
+    assert finding.rule == "file-outside-state-dirs" and "within /srv/aria2" in finding.message
