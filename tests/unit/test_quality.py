@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import pkgutil
 import subprocess
@@ -39,28 +41,79 @@ def test_mypy_strict() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def offenders(module: str) -> str:
-    """Modules of the console, the CLI or textual that importing ``module`` pulls in (comma-separated)."""
-    code = (
-        f"import sys, {module}\n"
-        "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'siteadmin.cli', 'siteadmin.tui')))\n"
-        "print(','.join(bad))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+FORBIDDEN = ("textual", "siteadmin.cli", "siteadmin.tui")
+
+# One interpreter for all modules, forked once per module so each import starts from the same
+# clean sys.modules (as a fresh interpreter would); third-party libraries the core uses are
+# imported before the forks so the children do not import them again. That cannot hide an
+# offender: the parent holds none of FORBIDDEN, and whatever a child imports shows in its own
+# sys.modules.
+FORKED_CHECK = """
+import importlib, json, os, sys
+
+PRELOAD = ("paramiko", "ldap3", "jinja2", "cryptography", "aria2p")
+FORBIDDEN = tuple(sys.argv[1].split(","))
+
+
+def bad():
+    return sorted(m for m in sys.modules if m in FORBIDDEN or m.startswith(tuple(f + "." for f in FORBIDDEN)))
+
+
+for name in PRELOAD:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+assert not bad(), bad()
+found = {}
+for module in sys.argv[2:]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            importlib.import_module(module)
+            text = ",".join(bad())
+        except BaseException as exc:
+            text = f"(import failed: {exc!r})"
+        os.write(write_end, text.encode())
+        os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    found[module] = b"".join(chunks).decode()
+print(json.dumps(found))
+"""
+
+
+def offenders(*modules: str) -> dict[str, str]:
+    """For each module: the modules of the console, the CLI or textual importing it pulls in (comma-separated)."""
+    result = subprocess.run([sys.executable, "-c", FORKED_CHECK, ",".join(FORBIDDEN), *modules], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    found: dict[str, str] = json.loads(result.stdout)
+    return found
+
+
+@functools.cache
+def core_offenders() -> dict[str, str]:
+    return offenders(*core_modules())
 
 
 @pytest.mark.parametrize("module", core_modules())
 def test_core_imports_without_console_or_cli(module: str) -> None:
-    found = offenders(module)
+    found = core_offenders()[module]
     assert found == "", f"{module} pulls in {found}"
 
 
 def test_the_contract_check_sees_an_offending_import() -> None:
-    # the same check on a module that does import the console must report it
-    found = offenders("siteadmin.tui.app").split(",")
-    assert "textual" in found and "siteadmin.tui.app" in found
+    # the same check on a module that does import the console must report it, and the console
+    # it pulled in must not leak into the check of the next module
+    found = offenders("siteadmin.tui.app", "siteadmin.errors")
+    assert "textual" in found["siteadmin.tui.app"].split(",") and "siteadmin.tui.app" in found["siteadmin.tui.app"].split(",")
+    assert found["siteadmin.errors"] == ""
 
 
 def test_import_linter_contracts() -> None:
