@@ -153,6 +153,13 @@ def printable(text: str) -> str:
     return "".join(_escape(c) if unicodedata.category(c) in _ESCAPED_CATEGORIES else c for c in text)
 
 
+def printable_lines(text: str) -> str:
+    """Several lines of text made printable line by line; newlines and tabs (layout) are kept."""
+    if text.isprintable():
+        return text
+    return "\n".join("\t".join(printable(cell) for cell in line.split("\t")) for line in text.split("\n"))
+
+
 # ---------------------------------------------------------------- warnings
 
 WarningHandler = Callable[[str], None]

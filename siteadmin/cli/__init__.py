@@ -3,7 +3,10 @@
 Each module of this package (``config``, ``hosts``, ``ce``, ...) registers one command group with
 ``register(subparsers)`` and handlers ``handler(ctx, args) -> int``. Handlers are thin: they call
 core services and print results to stdout; diagnostics go to stderr as
-``siteadmin: <category>: <message>``. No traceback reaches the admin unless ``--debug``.
+``siteadmin: <category>: <message>``; warnings from the core (``errors.warn``) as
+``siteadmin: warning: <message>``, each once per run. No traceback reaches the admin unless
+``--debug``. Everything written as text passes through ``printable`` (terminal escapes and bidi
+controls from LDAP, the audit log or a WN are shown, never obeyed); ``--json`` keeps exact values.
 With no arguments, the interactive console opens.
 """
 
@@ -18,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from siteadmin import __version__
-from siteadmin.errors import ExitCode, SiteadminError, UsageError, exit_code_for
+from siteadmin.errors import ExitCode, SiteadminError, UsageError, exit_code_for, printable, printable_lines, warnings_to
 from siteadmin.site import Site, load_site
 
 Handler = Callable[["Context", argparse.Namespace], int]
@@ -50,12 +53,13 @@ class Context:
             self.out.write("\n")
             return
         rendered = text(data) if callable(text) else (text if text is not None else str(data))
+        rendered = printable_lines(rendered)
         if rendered:
             self.out.write(rendered if rendered.endswith("\n") else rendered + "\n")
 
     def note(self, message: str) -> None:
-        """A diagnostic for the admin, on stderr."""
-        self.err.write(f"siteadmin: {message}\n")
+        """A diagnostic for the admin, on stderr (one line: newlines and escapes are shown, not obeyed)."""
+        self.err.write(f"siteadmin: {printable(message)}\n")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,6 +117,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     out = out or sys.stdout
     err = err or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
+    warned: set[str] = set()
+
+    def warning(message: str) -> None:
+        if message not in warned:  # one line per warning and run, however many binds or hosts
+            warned.add(message)
+            err.write(f"siteadmin: warning: {printable(message)}\n")
+
+    with warnings_to(warning):
+        return _run(argv, out, err)
+
+
+def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
     debug = "--debug" in argv
     try:
         parser = build_parser()
@@ -128,7 +144,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         err.write("siteadmin: interrupted\n")
         return ExitCode.INTERRUPTED
     except SiteadminError as exc:
-        err.write(f"siteadmin: {exc.category}: {exc.one_line()}\n")
+        err.write(f"siteadmin: {exc.category}: {printable(exc.one_line())}\n")
         return exit_code_for(exc)
     except BrokenPipeError:
         # stdout closed early (`siteadmin ... | head`): not an error of ours
@@ -138,7 +154,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except Exception as exc:
         if debug:
             raise
-        err.write(f"siteadmin: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)\n")
+        err.write(f"siteadmin: internal error: {type(exc).__name__}: {printable(str(exc))} (rerun with --debug for the traceback)\n")
         return ExitCode.FAILED
 
 

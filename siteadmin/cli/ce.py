@@ -1,15 +1,19 @@
-"""``siteadmin ce list|show|enable|disable|set``: the site's CEs and their installMethod in LDAP."""
+"""``siteadmin ce list|show|enable|disable|set``: the site's CEs and their installMethod in LDAP.
+
+Names and values come from LDAP, where anyone with write access to an entry may have put control
+or bidi characters: the text output shows each value through ``printable``; ``--json`` keeps them.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from siteadmin.directory import CACHE_NOTE, CE, Change, Directory, check_ce_name
-from siteadmin.errors import ExitCode, SiteadminError, UsageError
+from siteadmin.errors import ExitCode, SiteadminError, UsageError, printable
 
-if False:  # typing only
+if TYPE_CHECKING:
     from siteadmin.cli import Context
 
 
@@ -46,7 +50,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
 def _ce_table(ces: list[dict[str, Any]]) -> str:
     if not ces:
         return "no CEs"
-    rows = [(c["name"], c["installMethod"] or "(none)", "yes" if c["torrent"] else "no", c["host"] or "") for c in ces]
+    rows = [(printable(c["name"]), printable(c["installMethod"] or "(none)"), "yes" if c["torrent"] else "no", printable(c["host"] or "")) for c in ces]
     widths = [max(len(r[i]) for r in [("CE", "INSTALLMETHOD", "TORRENT", "HOST"), *rows]) for i in range(4)]
     lines = []
     for row in [("CE", "INSTALLMETHOD", "TORRENT", "HOST"), *rows]:
@@ -75,9 +79,9 @@ def show_ce(ctx: Context, args: argparse.Namespace) -> int:
     data = ce.as_dict()
 
     def text(d: dict[str, Any]) -> str:
-        lines = [f"dn: {d['dn']}", f"torrent: {'yes' if d['torrent'] else 'no'}"]
+        lines = [f"dn: {printable(d['dn'])}", f"torrent: {'yes' if d['torrent'] else 'no'}"]
         for key, values in d["attributes"].items():
-            lines += [f"{key}: {v}" for v in values]
+            lines += [f"{printable(key)}: {printable(str(v))}" for v in values]
         return "\n".join(lines)
 
     ctx.emit(data, text)
@@ -85,8 +89,9 @@ def show_ce(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _change_text(change: dict[str, Any]) -> str:
+    change = {key: printable(value) if isinstance(value, str) and key != "ldif" else value for key, value in change.items()}
     before = change["before"]
-    before_text = "(none)" if before is None else ("|".join(before) if isinstance(before, list) else before)
+    before_text = "(none)" if before is None else ("|".join(printable(b) for b in before) if isinstance(before, list) else before)
     if change["outcome"] == "dry-run":
         return f"# {change['ce']}: {before_text} -> {change['after']} (dry run, nothing sent)\n{change['ldif']}"
     if change["outcome"] == "unchanged":
@@ -112,7 +117,7 @@ def _run_changes(ctx: Context, args: argparse.Namespace, names: list[str], do: A
             except SiteadminError as exc:
                 if len(names) == 1:
                     raise
-                ctx.err.write(f"siteadmin: {exc.category}: {exc.one_line()}\n")
+                ctx.err.write(f"siteadmin: {exc.category}: {printable(exc.one_line())}\n")
                 status = max(status, exc.exit_code)
                 results.append({"ce": name, "outcome": "error", "error": exc.one_line(), "category": exc.category})
                 continue

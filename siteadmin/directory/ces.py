@@ -241,7 +241,7 @@ class Directory:
         self.site = site
         self.site_name = site.require_name()
         self.cfg = site.ldap
-        self.ldap = LdapClient(site.ldap, password=password)
+        self.ldap = LdapClient(site.ldap, password=password, source=site.source)
         self.container = ce_container(self.site_name, self.cfg.base)
         self.audit_path = site.audit.path
         self._lock = threading.RLock()

@@ -30,7 +30,8 @@ from ldap3.core import exceptions as ldap_exc
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from siteadmin.errors import ConfigError, PermissionDenied, ServiceUnreachable, SiteadminError, UsageError
+from siteadmin import trust
+from siteadmin.errors import ConfigError, PermissionDenied, ServiceUnreachable, SiteadminError, UsageError, warn
 from siteadmin.secrets import read_secret_file
 from siteadmin.site import LdapSection
 
@@ -279,15 +280,19 @@ class LdapClient:
     Args:
         cfg: the ``[ldap]`` settings (url, ca_file, starttls, insecure, timeout, bind_dn, password_file).
         password: bind password; default from ``ldap.password_file`` or ``$SITEADMIN_LDAP_PASSWORD``.
+        source: the site config these settings come from; named on the warning channel before
+            each bind when it was found in the current directory.
 
     Raises:
         ConfigError: bad ldap.url, plain LDAP without ``ldap.insecure``, or a missing ca_file.
 
-    Not thread-safe: the caller serialises its calls.
+    Every bind warns (``siteadmin.errors.warn``) while ``ldap.insecure`` is set and when it goes
+    out in clear text. Not thread-safe: the caller serialises its calls.
     """
 
-    def __init__(self, cfg: LdapSection, *, password: str | None = None) -> None:
+    def __init__(self, cfg: LdapSection, *, password: str | None = None, source: Path | None = None) -> None:
         self.cfg = cfg
+        self.source = source
         self.host, self.port, self.ldaps = parse_url(cfg.url)
         self._password = password
         self._conn: ldap3.Connection | None = None
@@ -343,6 +348,7 @@ class LdapClient:
             ConfigError: no password for the bind DN.
         """
         password = self._secret()
+        self._warn_before_bind()
         tls = VerifiedTls(self.host, self.cfg.ca_file) if self.uses_tls else None
         server = ldap3.Server(self.host, port=self.port, use_ssl=self.ldaps, tls=tls, get_info=ldap3.NONE, connect_timeout=self.cfg.timeout)
         conn = ldap3.Connection(
@@ -368,6 +374,17 @@ class LdapClient:
         except ldap_exc.LDAPException as exc:
             close_connection(conn)
             raise self.unreachable(exc) from None
+
+    def _warn_before_bind(self) -> None:
+        trust.note_cwd_config(self.source, f"an LDAP bind to {self.endpoint}")
+        if self.cfg.insecure:
+            warn(f"ldap.insecure = true: plain LDAP to {self.endpoint} is allowed (for a lab or debugging only)")
+        if not self.uses_tls:
+            if self.cfg.bind_dn:
+                warn(f"LDAP bind as {self.cfg.bind_dn} to {self.endpoint} in clear text (ldap:// without StartTLS): "
+                     "the password crosses the network unencrypted")
+            else:
+                warn(f"LDAP to {self.endpoint} in clear text (ldap:// without StartTLS): CE entries cross the network unencrypted")
 
     def bind_error(self, result: Mapping[str, Any]) -> SiteadminError:
         """What a refused bind means for the admin, with what to do."""

@@ -6,6 +6,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
+from siteadmin.errors import printable, warnings_to
 from siteadmin.site import Site
 from siteadmin.tui.messages import SiteChanged
 from siteadmin.tui.views.audit import AuditView
@@ -37,6 +38,13 @@ class SiteadminApp(App[int]):
         super().__init__()
         self.site = site
         self.sub_title = f"site {site.site.name or '(unnamed)'}"
+        self._warned: set[str] = set()
+
+    def warning(self, message: str) -> None:
+        """A core warning (``errors.warn``), from any thread: a notice, once per distinct message."""
+        if message not in self._warned:
+            self._warned.add(message)
+            self.notify(f"warning: {printable(message)}", severity="warning", timeout=12, markup=False)  # thread-safe: posts a message
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -80,5 +88,7 @@ class SiteadminApp(App[int]):
 
 def run_console(site: Site) -> int:
     """Open the console on a site; returns the exit status."""
-    SiteadminApp(site).run()
+    app = SiteadminApp(site)
+    with warnings_to(app.warning):  # not the CLI's stderr: the console owns the terminal
+        app.run()
     return 0

@@ -12,14 +12,15 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-from siteadmin.errors import SiteadminError
+from siteadmin.errors import SiteadminError, printable
 from siteadmin.site import Site
 
 
 def cells(*values: object) -> list[Text]:
     """Table cells shown as plain text: names from LDAP, the audit log or site.toml may hold
-    ``[...]`` that Rich would otherwise read as markup (and fail on)."""
-    return [Text(str(value)) for value in values]
+    ``[...]`` that Rich would otherwise read as markup (and fail on), and terminal escapes or
+    bidi controls, shown written out (``printable``) rather than sent to the terminal."""
+    return [Text(printable(str(value))) for value in values]
 
 
 class View(Vertical):
@@ -47,7 +48,7 @@ class View(Vertical):
 
     def set_status(self, text: str, state: str = "") -> None:
         status = self.query_one(".status", Static)
-        status.update(text)
+        status.update(printable(text))
         status.set_class(state == "error", "-error")
         status.set_class(state == "ok", "-ok")
 
@@ -75,4 +76,4 @@ class View(Vertical):
             else:
                 message = f"internal error: {type(error).__name__}: {error}"
             self.set_status(message, "error")
-            self.app.notify(message, severity="error", timeout=8, markup=False)
+            self.app.notify(printable(message), severity="error", timeout=8, markup=False)

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from siteadmin.directory import CE, Change, Directory
+from siteadmin.errors import printable
 from siteadmin.tui.messages import SiteChanged
 from siteadmin.tui.views.base import View, cells
 
@@ -82,8 +83,8 @@ class CesView(View):
     def _changed(self, change: Change) -> None:
         before = "|".join(change.before) or "(none)"
         if change.outcome == "unchanged":
-            self.app.notify(f"{change.ce}: unchanged ({change.note or before})", markup=False)
+            self.app.notify(printable(f"{change.ce}: unchanged ({change.note or before})"), markup=False)
         else:
-            self.app.notify(f"{change.ce}: {before} -> {change.after} ({change.outcome}). {ALIEN_CACHE_NOTE}", timeout=10, markup=False)
+            self.app.notify(printable(f"{change.ce}: {before} -> {change.after} ({change.outcome}). {ALIEN_CACHE_NOTE}"), timeout=10, markup=False)
         self.post_message(SiteChanged("ce"))
         self.reload()

@@ -13,6 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Static
 
 from siteadmin.aria2conf import HostCheck, ProfileCheck, check_profiles
+from siteadmin.errors import printable_lines
 from siteadmin.tui.views.base import View, cells
 
 
@@ -63,4 +64,4 @@ class ProfileView(View):
             return
         text = profile.error_text or (profile.rendered.masked_text if profile.rendered else "")
         findings = "\n".join(f"# {finding}" for finding in profile.findings)
-        self.query_one("#profile-text", Static).update((findings + "\n\n" if findings else "") + text)
+        self.query_one("#profile-text", Static).update(printable_lines((findings + "\n\n" if findings else "") + text))
