@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from siteadmin import trust
-from siteadmin.cli import main
+from siteadmin.cli import Context, main
 from siteadmin.errors import UntrustedFile, printable, warn, warnings_to
 from siteadmin.remote.knownhosts import KnownHosts
 
@@ -179,3 +181,24 @@ def test_warnings_go_to_the_innermost_handler_else_stderr(capsys: pytest.Capture
     warn("three\x1b[2J")
     assert (outer, inner) == (["two"], ["one"])
     assert capsys.readouterr().err == "siteadmin: warning: three\\x1b[2J\n"
+
+
+def test_error_lines_show_a_hostile_file_name_written_out(tmp_path: Path) -> None:
+    site = _file(tmp_path / "site\x1b[2J\u202e.toml", 0o666)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--site", str(site), "hosts"], out=out, err=err) == 2
+    line = err.getvalue()
+    assert line.count("\n") == 1 and "\x1b" not in line and "\u202e" not in line
+    assert f"{tmp_path}/site\\x1b[2J\\u202e.toml: site config is writable" in line
+
+
+def test_text_output_and_notes_are_printable_json_is_exact() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    ctx = Context(argparse.Namespace(json=False), out, err)
+    ctx.emit({"host": "wn1\x1b[2J"}, lambda d: f"{d['host']}: ok\tcolumn\nwn2\u202e: failed")
+    ctx.note("wn1\x1b]0;title\x07: auth failed\nforged line")
+    assert out.getvalue() == "wn1\\x1b[2J: ok\tcolumn\nwn2\\u202e: failed\n"
+    assert err.getvalue() == "siteadmin: wn1\\x1b]0;title\\x07: auth failed\\nforged line\n"
+    out = io.StringIO()
+    Context(argparse.Namespace(json=True), out, err).emit({"host": "wn1\x1b[2J"})
+    assert json.loads(out.getvalue()) == {"host": "wn1\x1b[2J"} and "\x1b" not in out.getvalue()
