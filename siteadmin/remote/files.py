@@ -265,6 +265,14 @@ def _detail(exc: BaseException) -> str:
     return "" if text == type(exc).__name__ else f" ({text})"
 
 
+def _stalled(sftp: paramiko.SFTPClient) -> str:
+    """What a request that timed out means, with the limit the client's channel was given (as ``Session.sftp`` says it)."""
+    channel = sftp.get_channel()
+    limit = channel.gettimeout() if channel is not None else None
+    within = f"within {limit:g} s" if limit else "within the time limit"
+    return f"no SFTP answer {within}; the WN or its sshd is stalled"
+
+
 def _lost(exc: BaseException) -> bool:
     """An error of the connection rather than of the file (nothing more can be asked over it)."""
     if isinstance(exc, EOFError | paramiko.SSHException | TimeoutError):
@@ -296,7 +304,7 @@ def _statvfs(sftp: paramiko.SFTPClient, path: str) -> _Statvfs | None:
 def _failure(session: Session, sftp: paramiko.SFTPClient, exc: BaseException, doing: str, directory: str, need: int) -> FileStepError:
     """The one-line error for a failed write-side request, its outcome found from errno or the filesystem."""
     if isinstance(exc, TimeoutError):
-        return FileStepError(session.host, f"{doing}: no SFTP answer within the time limit; the WN or its sshd is stalled", outcome="sftp timed out")
+        return FileStepError(session.host, f"{doing}: {_stalled(sftp)}", outcome="sftp timed out")
     if _lost(exc):
         return FileStepError(session.host, f"{doing}: the connection was lost{_detail(exc)}", outcome="connection lost")
     code = exc.errno if isinstance(exc, OSError) else None
@@ -412,7 +420,7 @@ def read_file(session: Session, path: str, *, sftp: paramiko.SFTPClient | None =
         except FileNotFoundError:
             return FileState(path, None)
         except _SFTP_ERRORS as exc:
-            raise _read_error(session, path, exc) from None
+            raise _read_error(session, client, path, exc) from None
         mode = info.st_mode or 0
         if not stat.S_ISREG(mode):
             kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
@@ -423,13 +431,13 @@ def read_file(session: Session, path: str, *, sftp: paramiko.SFTPClient | None =
                     handle.prefetch(info.st_size)
                 data = handle.read()
         except _SFTP_ERRORS as exc:
-            raise _read_error(session, path, exc) from None
+            raise _read_error(session, client, path, exc) from None
     return FileState(path, data, info.st_uid, info.st_gid, stat.S_IMODE(mode))
 
 
-def _read_error(session: Session, path: str, exc: BaseException) -> FileStepError:
+def _read_error(session: Session, sftp: paramiko.SFTPClient, path: str, exc: BaseException) -> FileStepError:
     if isinstance(exc, TimeoutError):
-        return FileStepError(session.host, f"cannot read {path}: no SFTP answer within the time limit", outcome="sftp timed out")
+        return FileStepError(session.host, f"cannot read {path}: {_stalled(sftp)}", outcome="sftp timed out")
     if _lost(exc):
         return FileStepError(session.host, f"cannot read {path}: the connection was lost{_detail(exc)}", outcome="connection lost")
     if isinstance(exc, OSError) and exc.errno == errno.EACCES:
@@ -681,7 +689,7 @@ def list_backups(session: Session, path: str, *, sftp: paramiko.SFTPClient | Non
         except FileNotFoundError:
             return []
         except _SFTP_ERRORS as exc:
-            raise _read_error(session, directory, exc) from None
+            raise _read_error(session, client, directory, exc) from None
     found: list[Backup] = []
     for entry in entries:
         parsed = parse_backup_name(name, entry.filename)
@@ -732,7 +740,7 @@ def remove_stale_temps(session: Session, path: str, *, sftp: paramiko.SFTPClient
         except FileNotFoundError:
             return []
         except _SFTP_ERRORS as exc:
-            raise _read_error(session, directory, exc) from None
+            raise _read_error(session, client, directory, exc) from None
         removed = [posixpath.join(directory, n) for n in names if is_temp_name(name, n)]
         for stale in removed:
             _remove(client, stale)
