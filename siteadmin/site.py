@@ -111,6 +111,27 @@ def check_percent(value: int | float) -> str | None:
     return None if 0 <= value <= 100 else "a percentage 0-100"
 
 
+BATCH_PERCENT_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3})?)%")
+
+
+def batch_percent(value: object) -> float | None:
+    """The percentage of a batch size written as ``"20%"`` (above 0, at most 100); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    found = BATCH_PERCENT_RE.fullmatch(value)
+    if found is None:
+        return None
+    percent = float(found[1])
+    return percent if 0 < percent <= 100 else None
+
+
+def check_batch_size(value: int | str) -> str | None:
+    """WNs per batch: a whole number from 1, or a share of the selected WNs like ``"20%"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if value > 0 else 'a number greater than 0, or a percentage like "20%"'
+    return None if batch_percent(value) is not None else 'a number greater than 0, or a percentage above 0 and at most 100 like "20%"'
+
+
 HOSTNAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 SITE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 USER_RE = re.compile(r"[a-z_][a-z0-9_.-]*")
@@ -370,9 +391,25 @@ class RolloutSection:
     """[rollout] — how a new profile reaches the WNs."""
 
     config_path: str = setting("/etc/aria2/aria2c.conf", "Path of the aria2c config on each WN.", check_absolute_path)
-    batch_size: int = setting(10, "WNs changed per batch.", check_positive)
+    batch_size: int | str = setting(
+        10, 'WNs changed per batch: a number, or a share of the selected WNs like "20%" (rounded up).', check_batch_size
+    )
     max_fail_percent: float = setting(10.0, "Abort the rollout when more than this share of a batch fails.", check_percent)
-    backups_kept: int = setting(3, "Earlier configs kept on each WN for rollback.", check_non_negative)
+    backups_kept: int = setting(
+        3, "Earlier configs kept on each WN for rollback (0 keeps one all the same: a failed apply restores it).", check_non_negative
+    )
+    lock_stale_after: float = setting(
+        3600.0,
+        "Seconds after which a WN's rollout lock is reported as stale (it is never taken over: remove it by hand "
+        "once no run holds it).",
+        check_timeout,
+    )
+    drain_timeout: float = setting(
+        300.0,
+        "Seconds to wait for a WN's aria2c to finish its downloads in flight before a restart; then the WN is "
+        "busy and keeps the new file for its next restart (apply --restart-now restarts at once).",
+        check_timeout,
+    )
     restart_command: str = setting("systemctl restart aria2c", "Command run on a WN when a changed option needs a restart.", check_mode_free_text)
 
 
@@ -439,6 +476,14 @@ def _show(value: Any) -> str:
 def _convert(key: str, tp: Any, value: Any, base: Path | None) -> Any:
     """Coerce one TOML value to the field type, or raise ConfigError naming the key."""
     origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union) and type(None) not in typing.get_args(tp):
+        # a choice of types (batch_size: a number or a percentage): the first that takes the value
+        for choice in typing.get_args(tp):
+            try:
+                return _convert(key, choice, value, base)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} = {_show(value)}: must be " + " or ".join(_type_name(a) for a in typing.get_args(tp)))
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
         if value == "":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from siteadmin.errors import SiteadminError, UsageError
 from siteadmin.inventory import fold
+from siteadmin.site import batch_percent
 
 if TYPE_CHECKING:
     from siteadmin.site import Site
@@ -104,13 +106,16 @@ class Batches:
         UsageError: a size below 1 or a percentage outside 0-100, naming the value.
     """
 
-    size: int
-    """WNs per batch (the last batch may be smaller)."""
+    size: int | str
+    """WNs per batch (the last batch may be smaller), or a share of the WNs run on, like ``"20%"`` (rounded up)."""
     max_fail_percent: float = 100.0
     """Share of a batch (0-100) that may fail before the run stops; 100 never stops."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+        if isinstance(self.size, str) and self.size.endswith("%"):
+            if batch_percent(self.size) is None:
+                raise UsageError(f"batch size {self.size!r}: must be a percentage of the WNs above 0 and at most 100, like \"20%\"")
+        elif isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
             raise UsageError(f"batch size {self.size!r}: must be a whole number of WNs, 1 or more")
         percent = self.max_fail_percent
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
@@ -123,8 +128,16 @@ class Batches:
 
     def split(self, items: Sequence[X]) -> list[Sequence[X]]:
         """``items`` cut into consecutive batches, in order (none for no items)."""
-        # the one place that turns the size into counts: a percentage of len(items) would go here
-        return [items[start : start + self.size] for start in range(0, len(items), self.size)]
+        # the one place that turns the size into counts
+        count = self.count(len(items))
+        return [items[start : start + count] for start in range(0, len(items), count)]
+
+    def count(self, total: int) -> int:
+        """WNs per batch for a run on ``total`` WNs: the size, or its percentage of ``total`` rounded up (at least 1)."""
+        percent = batch_percent(self.size)
+        if percent is None:
+            return int(self.size)
+        return max(1, math.ceil(total * percent / 100 - 1e-9))
 
     def exceeded(self, failed: int, count: int) -> bool:
         """Whether ``failed`` of a batch of ``count`` WNs is more than ``max_fail_percent``."""
