@@ -36,6 +36,7 @@ def started(tmp_path_factory: pytest.TempPathFactory, aria2c_binary: str) -> Ite
     (home / "session").write_text("")
     bt = free_port()
     site_toml = root / "site.toml"
+    site_toml.touch(mode=0o600)  # it holds a proxy password: a site.toml with a secret must be 0600
     site_toml.write_text(textwrap.dedent(f"""
         [site]
         name = "E2E"
@@ -46,6 +47,8 @@ def started(tmp_path_factory: pytest.TempPathFactory, aria2c_binary: str) -> Ite
         [central]
         tracker_host = "127.0.0.1"
         tracker_port = 1
+        [aria2c]
+        state_dirs = ["{home}"]
         [aria2c.options]
         dir = "{home}/data"
         dht-file-path = "{home}/dht.dat"
