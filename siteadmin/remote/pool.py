@@ -34,6 +34,11 @@ from siteadmin.remote.session import Session
 from siteadmin.remote.target import JumpHost, Target, load_ssh_config, resolve_jump, resolve_target
 from siteadmin.site import Site
 
+KEEPALIVE_INTERVAL = 15
+"""Seconds of silence after which a session sends an SSH keepalive, so firewalls and NAT between
+the VoBox and a WN keep an idle connection (a rollout waiting on other batches). A stalled WN is
+caught by the time limits of commands and SFTP requests, not by this."""
+
 
 def _load_key(path: Path) -> paramiko.PKey:
     """Load ``ssh.key_file``, refusing keys others can read (as OpenSSH does)."""
@@ -166,6 +171,8 @@ class SessionPool:
                 raise SshError(wn.name, "the session pool is closed")
         target = resolve_target(self.site, wn, self._config)
         host = wn.name
+        if target.proxy_command is not None:
+            raise self._no_proxy_command(host)
         sock: socket.socket | paramiko.Channel
         try:
             if target.jump is not None:
@@ -286,6 +293,9 @@ class SessionPool:
             elif known is not None:
                 return known
             target = resolve_jump(self.site, jump, self._config)
+            if target.proxy_command is not None:
+                self._jumps[jump] = self._no_proxy_command(target.label)
+                return self._jumps[jump]
             sock: socket.socket | None = None
             try:
                 sock = self._dial(target)
@@ -298,6 +308,17 @@ class SessionPool:
                     self._untrack(sock)
             self._jumps[jump] = client
             return client
+
+    def _no_proxy_command(self, label: str) -> SshError:
+        # paramiko's ProxyCommand runs the line without a shell and one process per WN; a bastion
+        # is better served by ProxyJump (one shared session), and connecting straight to a host the
+        # admin reaches through a proxy could reach another host: refuse, in one line
+        return SshError(
+            label,
+            f"ProxyCommand in {self.ssh.config_file} is not supported, and connecting directly could reach another host; refusing",
+            "use ProxyJump or [ssh] jump_host for a bastion, or 'ProxyCommand none' in a Host block for these WNs",
+            outcome="ProxyCommand not supported",
+        )
 
     def _handshake(self, target: Target, sock: socket.socket | paramiko.Channel) -> paramiko.SSHClient:
         """SSH handshake, host key check and authentication over a connected socket or channel."""
@@ -336,6 +357,9 @@ class SessionPool:
                 sock=sock,
             )
             ok = True
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(KEEPALIVE_INTERVAL)
         except paramiko.BadHostKeyException as exc:
             assert known is not None
             policy.refuse_revoked(exc.key)

@@ -90,7 +90,7 @@ class Session:
 
         Every SFTP request (open, read, write, stat, rename) waits at most ``timeout`` seconds for
         the WN, so a stalled WN fails the step instead of hanging the operation. A request that
-        times out leaves the client unusable; leave the block.
+        times out closes the whole session (a stalled WN wedges its connection); leave the block.
 
         Args:
             timeout: seconds per request; ``ssh.command_timeout`` when None.
@@ -119,7 +119,7 @@ class Session:
             watchdog.start()
             try:
                 chan.invoke_subsystem("sftp")
-                client = paramiko.SFTPClient(chan)
+                client = _SFTPClient(chan)
             finally:
                 watchdog.cancel()
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -283,6 +283,50 @@ class Session:
         for tunnel in tunnels:
             tunnel.close()
         self._client.close()
+
+
+class _SFTPClient(paramiko.SFTPClient):
+    """paramiko's SFTP client that gives the whole connection up when a request times out.
+
+    A WN that stops answering wedges its connection: once the TCP send buffer is full, a thread
+    sending to it (paramiko's prefetch thread, a pipelined write) blocks forever holding the
+    transport's send lock, and closing a channel waits for that lock. So the first timeout closes
+    the transport, which frees such a sender. From then on writes are dropped (no answer could
+    come) and every read raises ``TimeoutError``, so no request can seem to succeed, nothing waits
+    out the timeout a second time, and no thread ends in a traceback.
+    """
+
+    _stalled = False
+
+    def _give_up(self) -> None:
+        self._stalled = True
+        transport = self.sock.get_transport()
+        if transport is not None:
+            transport.close()
+
+    def _write_all(self, out: bytes) -> None:
+        if self._stalled:
+            return
+        try:
+            super()._write_all(out)  # type: ignore[misc]  # private in paramiko's stubs
+        except TimeoutError:
+            self._give_up()  # the reader of the answer raises
+        except (OSError, EOFError):
+            if not self._stalled:
+                raise
+
+    def _read_all(self, n: int) -> bytes:
+        if self._stalled:
+            raise TimeoutError("the WN stopped answering")
+        try:
+            return super()._read_all(n)  # type: ignore[misc, no-any-return]  # private in paramiko's stubs
+        except TimeoutError:
+            self._give_up()
+            raise
+        except (OSError, EOFError):
+            if self._stalled:
+                raise TimeoutError("the WN stopped answering") from None
+            raise
 
 
 def _short(command: str, width: int = 60) -> str:

@@ -6,6 +6,7 @@ and, when ``ssh.config_file`` is set, the OpenSSH client config:
 - Precedence for where to connect: a ``wns.nodes`` address/port, then the ssh config's
   HostName/Port, then the WN name and ``ssh.port``. The ssh config's User wins over ``ssh.user``.
 - Jump host: ``ssh.jump_host`` (``[user@]host[:port]``), else the ssh config's ProxyJump.
+- ProxyCommand is not supported (see ``Target.proxy_command``); ``ssh.jump_host`` overrides it.
 - Host key names: ``HostKeyAlias``, then the WN name, then its address; extra known_hosts files
   from ``UserKnownHostsFile``/``GlobalKnownHostsFile``; ``IdentityFile`` entries.
 
@@ -97,6 +98,9 @@ class Target:
     known_hosts: tuple[Path, ...] = ()
     """Extra known_hosts files from the ssh config."""
     jump: JumpHost | None = None
+    proxy_command: str | None = None
+    """The ssh config's ProxyCommand for this host (not ``none``), unless ``ssh.jump_host``
+    overrides it; the pool refuses such a host rather than connect around the proxy."""
 
 
 def _config_paths(value: str | list[str] | None) -> tuple[Path, ...]:
@@ -125,7 +129,9 @@ def resolve_target(site: Site, wn: WN, config: paramiko.SSHConfig | None = None)
     jump = parse_jump_host(site.ssh.jump_host)
     if jump is None and "proxyjump" in entry:
         jump = parse_jump_host(entry["proxyjump"], f"ProxyJump for {wn.name} in {site.ssh.config_file}")
-    return _target(wn.name, wn.name, address, port, user, entry, jump)
+    # ssh.jump_host overrides the ssh config's ProxyCommand, as `ssh -J` does
+    proxy = entry.get("proxycommand") if not site.ssh.jump_host.strip() else None
+    return _target(wn.name, wn.name, address, port, user, entry, jump, proxy)
 
 
 def resolve_jump(site: Site, jump: JumpHost, config: paramiko.SSHConfig | None = None) -> Target:
@@ -134,11 +140,11 @@ def resolve_jump(site: Site, jump: JumpHost, config: paramiko.SSHConfig | None =
     address = entry.get("hostname", jump.host)
     port = jump.port if jump.port is not None else int(entry.get("port", 22))
     user = jump.user or entry.get("user", site.ssh.user)
-    return _target(f"jump host {jump}", jump.host, address, port, user, entry, None)
+    return _target(f"jump host {jump}", jump.host, address, port, user, entry, None, entry.get("proxycommand"))
 
 
 def _target(
-    label: str, name: str, address: str, port: int, user: str, entry: paramiko.SSHConfigDict, jump: JumpHost | None
+    label: str, name: str, address: str, port: int, user: str, entry: paramiko.SSHConfigDict, jump: JumpHost | None, proxy: str | None = None
 ) -> Target:
     """A Target; its host key may be filed under HostKeyAlias, the name, or the address (first wins)."""
     names = [entry["hostkeyalias"]] if "hostkeyalias" in entry else []
@@ -152,6 +158,7 @@ def _target(
         identity_files=_config_paths(entry.get("identityfile")),
         known_hosts=_config_paths(entry.get("userknownhostsfile")) + _config_paths(entry.get("globalknownhostsfile")),
         jump=jump,
+        proxy_command=proxy or None,
     )
 
 

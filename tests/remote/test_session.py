@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from siteadmin.remote import (
     HostKeyChanged,
     HostKeyRevoked,
     HostKeyUnknown,
+    Session,
     SessionPool,
     SshError,
 )
@@ -311,6 +314,120 @@ def test_sftp_client_of_a_session(ssh_lab: Any, tmp_path: Path) -> None:
             channel = sftp.get_channel()
         assert channel is not None and channel.closed  # closed with the block
         assert session.run("true").ok  # the session itself stays open
+
+
+@contextlib.contextmanager
+def _stalled(pid: int) -> Iterator[None]:
+    """The process stopped (as a hung WN would be) for the block, then let go."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_sftp_on_a_stalled_wn_fails_within_the_timeout(ssh_lab: Any, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as handle:
+        handle.truncate(4 << 30)  # sparse: far more than can cross in the test's time
+    out = tmp_path / "out.bin"
+    spec = ssh_lab.spec("wn002.lab")
+    site = ssh_lab.site(ssh_lab.write_site("stall", {"wn002.lab": spec.port}, ssh={"command_timeout": 2.0}))
+    errors: dict[str, SshError] = {}
+    first_chunk = threading.Event()
+    stopped = threading.Event()
+
+    def attempt(name: str, step: Callable[[], object]) -> threading.Thread:
+        def work() -> None:
+            try:
+                step()
+            except SshError as exc:
+                errors[name] = exc
+
+        thread = threading.Thread(target=work, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def read_in_chunks(session: Session) -> None:
+        with session.sftp() as sftp, sftp.open(str(big), "rb") as handle:
+            handle.read(65536)
+            first_chunk.set()
+            stopped.wait(5.0)
+            while handle.read(1 << 20):
+                pass
+
+    with SessionPool(site) as pool:
+        sessions = {name: pool.connect("wn002.lab") for name in ("sftp", "read_file", "put_file")}
+        steps: dict[str, Callable[[], object]] = {
+            "sftp": lambda: read_in_chunks(sessions["sftp"]),
+            "read_file": lambda: sessions["read_file"].read_file(str(big)),
+            "put_file": lambda: sessions["put_file"].put_file(str(out), bytes(1 << 30)),
+        }
+        # the sshd process serving each connection (the shell's parent) stops mid-transfer
+        serving = {name: int(session.run("echo $PPID", remote_kill=False).stdout) for name, session in sessions.items()}
+        for name in sessions:
+            stopped.clear()
+            thread = attempt(name, steps[name])
+            if name == "sftp":
+                assert first_chunk.wait(5.0)
+            else:
+                time.sleep(0.5)  # the transfer is under way (it would take far longer than this)
+            with _stalled(serving[name]):
+                stopped.set()
+                started = time.monotonic()
+                thread.join(6.0)
+                assert not thread.is_alive(), f"{name} on a stalled WN hung"
+                assert time.monotonic() - started < 5.0
+    stall = "no SFTP answer within 2 s; the WN or its sshd is stalled"
+    assert errors["sftp"].one_line() == f"wn002.lab: {stall}"
+    # the file steps word it themselves: one line naming the file and the stall
+    assert errors["read_file"].one_line().startswith(f"wn002.lab: cannot read {big}: no SFTP answer within")
+    assert errors["put_file"].one_line().startswith(f"wn002.lab: cannot write {out}")
+    assert "no SFTP answer within" in errors["put_file"].one_line()
+    assert all("\n" not in e.one_line() for e in errors.values())
+    assert {e.outcome for e in errors.values()} == {"sftp timed out"}
+
+
+def test_sessions_send_keepalives(ssh_lab: Any) -> None:
+    from siteadmin.remote.pool import KEEPALIVE_INTERVAL
+
+    with SessionPool(ssh_lab.site()) as pool:
+        packetizer = pool.session("wn001.lab").transport.packetizer
+        assert getattr(packetizer, "_Packetizer__keepalive_interval") == KEEPALIVE_INTERVAL > 0  # noqa: B009 - paramiko keeps it private
+
+
+def test_proxy_command_is_refused_in_one_line_never_ignored(ssh_lab: Any, tmp_path: Path) -> None:
+    spec = ssh_lab.spec("wn003.lab")
+    ran = tmp_path / "proxy-command-ran"
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host wn9*.lab\n    HostName 127.0.0.1\n    Port {spec.port}\n    ProxyCommand touch {ran}\n\n"
+        f"Host wn8*.lab\n    HostName 127.0.0.1\n    Port {spec.port}\n    ProxyCommand none\n"
+    )
+
+    def site_with(name: str, extra: str = "") -> Path:
+        path: Path = ssh_lab.dir / f"{name}.toml"
+        path.write_text(
+            '[wns]\nhosts = ["wn901.lab", "wn801.lab"]\n\n[ssh]\n'
+            f'user = "{ssh_lab.user}"\nkey_file = "{ssh_lab.key}"\nknown_hosts = "{ssh_lab.known_hosts}"\nconfig_file = "{config}"\n{extra}'
+        )
+        return path
+
+    with SessionPool(ssh_lab.site(site_with("proxycommand"))) as pool:
+        with pytest.raises(SshError) as info:
+            pool.session("wn901.lab")
+        assert pool.session("wn801.lab").run("true").ok  # "ProxyCommand none" connects directly
+    assert info.value.one_line() == (
+        f"wn901.lab: ProxyCommand in {config} is not supported, and connecting directly could reach another host; refusing "
+        "(use ProxyJump or [ssh] jump_host for a bastion, or 'ProxyCommand none' in a Host block for these WNs)"
+    )
+    assert info.value.outcome == "ProxyCommand not supported"
+    assert not ran.exists()
+    # a jump host in site.toml overrides the ssh config's ProxyCommand, as `ssh -J` does
+    jump = ssh_lab.spec("wn001.lab")
+    with SessionPool(ssh_lab.site(site_with("proxycommand-jump", f'jump_host = "127.0.0.1:{jump.port}"\n'))) as pool:
+        assert pool.session("wn901.lab").run("true").ok
+    assert not ran.exists()
 
 
 def test_closed_pool_refuses(ssh_lab: Any) -> None:
