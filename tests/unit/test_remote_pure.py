@@ -226,6 +226,20 @@ def test_resolve_target_jump_from_site_then_ssh_config() -> None:
     assert resolve_target(forced, Inventory(forced).wn("wn002.lab"), config).jump == JumpHost("bastion", 2222, "admin")
 
 
+def test_resolve_target_carries_proxy_command_unless_a_site_jump_host_overrides_it() -> None:
+    config = paramiko.SSHConfig.from_text(
+        "Host wn001.lab gw\n  ProxyCommand nc -X 5 -x socks:1080 %h %p\nHost wn002.lab\n  ProxyCommand none\n"
+    )
+    direct = site_from_mapping({"wns": {"hosts": ["wn[001-003].lab"]}})
+    inventory = Inventory(direct)
+    assert resolve_target(direct, inventory.wn("wn001.lab"), config).proxy_command == "nc -X 5 -x socks:1080 wn001.lab 22"
+    assert resolve_target(direct, inventory.wn("wn002.lab"), config).proxy_command is None  # "none"
+    assert resolve_target(direct, inventory.wn("wn003.lab"), config).proxy_command is None
+    assert resolve_jump(direct, JumpHost("gw"), config).proxy_command == "nc -X 5 -x socks:1080 gw 22"
+    forced = site_from_mapping({"wns": {"hosts": ["wn[001-003].lab"]}, "ssh": {"jump_host": "bastion"}})
+    assert resolve_target(forced, Inventory(forced).wn("wn001.lab"), config).proxy_command is None
+
+
 # ---------------------------------------------------------------- outcomes and fan-out
 
 
