@@ -201,8 +201,17 @@ def check_with_aria2c(text: str, secrets: Iterable[str] = (), binary: str | None
             return [f"aria2c did not finish reading the profile within {timeout:g} s"]
         except OSError as exc:
             return [f"aria2c could not be run: {exc.strerror}"]
-    output = _mask(_ANSI.sub("", result.stdout + "\n" + result.stderr), secrets)
-    return _problems(output, result.returncode)
+    return aria2c_problems(result.stdout, result.stderr, result.returncode, secrets)
+
+
+def aria2c_problems(stdout: str, stderr: str, returncode: int, secrets: Iterable[str] = ()) -> list[str]:
+    """What aria2c complained about after reading a conf with ``NO_START_ARGS`` (empty: it accepts it).
+
+    The one judgement of aria2c's output, here and on a WN (the rollout runs the WN's own aria2c).
+    Secrets are masked.
+    """
+    output = _mask(_ANSI.sub("", stdout + "\n" + stderr), secrets)
+    return _problems(output, returncode)
 
 
 def _mask(output: str, secrets: Iterable[str]) -> str:

@@ -3,8 +3,9 @@
 The server's key must be in ``ssh.known_hosts`` (or /etc/ssh/ssh_known_hosts, or a
 ``UserKnownHostsFile`` the ssh config names). The entry is looked up under ``HostKeyAlias``,
 then the WN name, then its address, each as ``[name]:port`` off port 22; the first name with an
-entry decides. Unknown and changed keys are refused (paramiko ``RejectPolicy``); nothing is ever
-added to a known_hosts file.
+entry decides. Unknown and changed keys are refused (paramiko ``RejectPolicy``). Only with
+``AcceptNew`` (``--accept-new``, as OpenSSH's ``StrictHostKeyChecking accept-new``) is the key of
+a host that has no entry at all appended to ``ssh.known_hosts``; a changed key is still refused.
 
 The files are parsed here, line by line as OpenSSH does, not by paramiko's ``HostKeys.load``
 (which fails the whole file, and so every WN, on one ``@cert-authority`` or corrupt line):
@@ -22,12 +23,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import fcntl
 import functools
 import hmac
+import os
 import re
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -279,6 +282,11 @@ class KnownHosts:
                     found.append(MarkedLine(name, path, entry.lineno, entry.key))
         return found
 
+    def forget(self, path: Path) -> None:
+        """Read ``path`` again on its next use (a key was appended to it)."""
+        with self._lock:
+            self._files.pop(path, None)
+
     def revoked(self, names: Sequence[str], port: int, files: Sequence[Path]) -> list[MarkedLine]:
         """Every ``@revoked`` line, in any file, matching any of the host's names."""
         return self._marked("revoked", names, port, files)
@@ -359,3 +367,67 @@ class RefuseUnknown(paramiko.RejectPolicy):
             f"host key not in known_hosts {where} (looked up {looked}; offered {key.get_name()} {key.fingerprint}){ca}",
             f"check the fingerprint out of band, then: ssh-keyscan {port}-t {key.get_name()} {t.address} >> {self.files[0]}",
         )
+
+
+AcceptedKey = Callable[[str, str, str, str, str], None]
+"""Told of each key ``AcceptNew`` wrote: (WN, known_hosts name, key type, fingerprint, file)."""
+
+_APPEND_LOCK = threading.Lock()
+
+
+def append_known_host(path: Path, name: str, key: paramiko.PKey) -> None:
+    """Append ``name keytype base64`` to a known_hosts file (created 0600), one whole line under a lock.
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    line = f"{name} {key.get_name()} {key.get_base64()}\n".encode("ascii")
+    with _APPEND_LOCK:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot add a host key to known_hosts: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another siteadmin (or ssh) appending at the same time
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class AcceptNew(RefuseUnknown):
+    """OpenSSH's ``accept-new``: a host with no key in any known_hosts file gets its key written; a changed key is refused.
+
+    Args:
+        target, files, revoked, authorities: as ``RefuseUnknown``.
+        write_to: the known_hosts file new keys go to (``ssh.known_hosts``).
+        known: the pool's reader, told to read ``write_to`` again.
+        on_accept: told of each key written (the rollout audits it).
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        files: Sequence[Path],
+        revoked: Sequence[MarkedLine] = (),
+        authorities: Sequence[MarkedLine] = (),
+        *,
+        write_to: Path,
+        known: KnownHosts | None = None,
+        on_accept: AcceptedKey | None = None,
+    ) -> None:
+        super().__init__(target, files, revoked, authorities)
+        self.write_to = write_to
+        self.known = known
+        self.on_accept = on_accept
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:  # type: ignore[override]
+        self.refuse_revoked(key)
+        name = known_hosts_name(self.target.key_names[0], self.target.port)
+        append_known_host(self.write_to, name, key)
+        if self.known is not None:
+            self.known.forget(self.write_to)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        if self.on_accept is not None:
+            self.on_accept(self.target.label, name, key.get_name(), key.fingerprint, str(self.write_to))

@@ -29,7 +29,7 @@ import paramiko
 from siteadmin.errors import ConfigError
 from siteadmin.inventory import WN, Inventory
 from siteadmin.remote.errors import AuthFailed, ConnectFailed, HostKeyChanged, SshError
-from siteadmin.remote.knownhosts import GLOBAL_KNOWN_HOSTS, KnownHosts, RefuseUnknown, known_hosts_name
+from siteadmin.remote.knownhosts import GLOBAL_KNOWN_HOSTS, AcceptedKey, AcceptNew, KnownHosts, RefuseUnknown, known_hosts_name
 from siteadmin.remote.session import Session
 from siteadmin.remote.target import JumpHost, Target, load_ssh_config, resolve_jump, resolve_target
 from siteadmin.site import Site
@@ -99,8 +99,19 @@ class SessionPool:
         ConfigError: unreadable key file or ssh config.
     """
 
-    def __init__(self, site: Site, inventory: Inventory | None = None, *, global_known_hosts: Sequence[Path] = GLOBAL_KNOWN_HOSTS) -> None:
+    def __init__(
+        self,
+        site: Site,
+        inventory: Inventory | None = None,
+        *,
+        global_known_hosts: Sequence[Path] = GLOBAL_KNOWN_HOSTS,
+        accept_new: bool = False,
+        on_accept: AcceptedKey | None = None,
+    ) -> None:
         self.site = site
+        self._accept_new = accept_new
+        """Accept the key of a host no known_hosts file knows, writing it to ssh.known_hosts (``AcceptNew``)."""
+        self._on_accept = on_accept
         self.ssh = site.ssh
         self.inventory = inventory if inventory is not None else Inventory(site)
         self._config = load_ssh_config(site.ssh.config_file.expanduser() if site.ssh.config_file else None)
@@ -324,11 +335,12 @@ class SessionPool:
         """SSH handshake, host key check and authentication over a connected socket or channel."""
         files = (*target.known_hosts, *self._known_files)
         known = self._known.lookup(target.key_names, target.port, files)
-        policy = RefuseUnknown(
-            target,
-            files,
-            revoked=self._known.revoked(target.key_names, target.port, files),
-            authorities=self._known.cert_authorities(target.key_names, target.port, files),
+        revoked = self._known.revoked(target.key_names, target.port, files)
+        authorities = self._known.cert_authorities(target.key_names, target.port, files)
+        policy = (
+            AcceptNew(target, files, revoked, authorities, write_to=self._known_files[0], known=self._known, on_accept=self._on_accept)
+            if self._accept_new
+            else RefuseUnknown(target, files, revoked=revoked, authorities=authorities)
         )
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(policy)

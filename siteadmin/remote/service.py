@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from siteadmin.inventory import Inventory
 from siteadmin.remote.errors import SshError
 from siteadmin.remote.fanout import CANCELLED, Batches, HostResult, Progress, fan_out
+from siteadmin.remote.knownhosts import AcceptedKey
 from siteadmin.remote.pool import SessionPool
 from siteadmin.remote.session import Session
 from siteadmin.site import Site
@@ -50,6 +51,9 @@ class WNService:
             rollout's plan then apply).
         global_known_hosts: system-wide known_hosts files read after ``ssh.known_hosts``;
             the pool's default (/etc/ssh/ssh_known_hosts) when None.
+        accept_new: accept the key of a WN no known_hosts file knows and append it to
+            ``ssh.known_hosts``, as OpenSSH's ``accept-new``; a changed key is refused all the same.
+        on_accept: told of each key accepted (WN, known_hosts name, key type, fingerprint, file).
 
     One ``run`` at a time per service. A cancelled run closes the pool (that is what aborts
     handshakes in flight); the next ``run`` opens a fresh one.
@@ -66,12 +70,16 @@ class WNService:
         parallelism: int | None = None,
         keep_sessions: bool = False,
         global_known_hosts: Sequence[Path] | None = None,
+        accept_new: bool = False,
+        on_accept: AcceptedKey | None = None,
     ) -> None:
         self.site = site
         self.inventory = inventory if inventory is not None else Inventory(site)
         self.parallelism = parallelism if parallelism is not None else site.ssh.parallelism
         self.keep_sessions = keep_sessions
         self._pool_options: dict[str, Any] = {} if global_known_hosts is None else {"global_known_hosts": tuple(global_known_hosts)}
+        if accept_new:
+            self._pool_options.update(accept_new=True, on_accept=on_accept)
         self._lock = threading.Lock()
         self._running = False
         self._closed = False

@@ -1,0 +1,996 @@
+"""The rollout service: plan, apply and roll back aria2c profiles on many WNs over SSH.
+
+``plan``, ``apply``, ``rollback`` and ``list_generations`` run their per-WN work on the one WN
+service (``siteadmin.remote.WNService``) and return a ``RolloutRun``: one ``HostResult`` per WN,
+whose value is a ``HostReport`` when the WN succeeded, and whose exception (a ``RolloutError``,
+a file step's ``FileStepError`` or an SSH error) says why when it did not.
+
+Per WN, in this order (``apply``):
+
+1. connect (host keys as everywhere; ``accept_new`` accepts an unknown key as OpenSSH's
+   ``accept-new`` does and the run audits it);
+2. lock: ``<config>.siteadmin-lock`` beside the config, created with O_EXCL over SFTP, holding who
+   and since when. A held lock fails the WN at once (``locked``) unless ``wait_lock`` gives it
+   time; one older than ``[rollout] lock_stale_after`` is reported (``stale lock``), never taken;
+3. plan: the profile check, the WN's current file and its hash: ``unchanged``, ``changed``
+   (masked diff, each option marked live / new-downloads / restart) or ``new``. A dry run stops
+   here, having written nothing anywhere;
+4. write: back up (``[rollout] backups_kept``), private temp file, validate it with the WN's own
+   aria2c (``NO_START_ARGS``: it starts nothing), rename it into place keeping owner and mode;
+5. reload: every changed option changeable over RPC -> ``changeGlobalOption`` then
+   ``getGlobalOption``, whose read-back decides; else wait for aria2c to have no download in
+   flight (``[rollout] drain_timeout``; then ``busy``, the new file kept, unless
+   ``restart_now``), run ``[rollout] restart_command`` and confirm over RPC a new aria2c session
+   with the new values. A failed restart or read-back puts the backup back and reloads it the
+   same way; the WN fails with the reason.
+
+The RPC goes through an SSH tunnel to the WN's loopback; the secret travels in the request body
+only. Every per-WN failure is that WN's result, never raised. Audit: one record per run and one
+per WN whose file changed (or failed to), with hashes, never secrets; nothing for a dry run.
+
+Core: never imports the CLI, the console or the lab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import posixpath
+import secrets
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import paramiko
+
+from siteadmin import audit
+from siteadmin.aria2conf.check import HostCheck, check_profiles
+from siteadmin.aria2conf.render import site_rpc_secret
+from siteadmin.aria2conf.validate import NO_START_ARGS, aria2c_problems
+from siteadmin.errors import ExitCode
+from siteadmin.inventory import Inventory, fold
+from siteadmin.remote import files
+from siteadmin.remote.errors import SshError, TunnelError
+from siteadmin.remote.fanout import CANCELLED, NOT_STARTED, Batches, HostResult, Progress
+from siteadmin.remote.service import WNService
+from siteadmin.remote.session import CommandResult, Session
+from siteadmin.rollout import plan as p
+from siteadmin.site import Site
+
+LOCK_SUFFIX = ".siteadmin-lock"
+"""The lock file is the config's path with this appended (``/etc/aria2/aria2c.conf.siteadmin-lock``)."""
+LOCK_POLL = 0.5
+"""Seconds between looks at a held lock while ``wait_lock`` lasts."""
+DRAIN_POLL = 1.0
+"""Seconds between looks at aria2c's active downloads while draining."""
+CONFIRM_TIMEOUT = 30.0
+"""Seconds a restarted aria2c has to answer over RPC with the new values."""
+RPC_TIMEOUT = 10.0
+"""Seconds per RPC request."""
+VALIDATE_COMMAND = "LC_ALL=C aria2c --conf-path={path} " + " ".join(shlex.quote(a) for a in NO_START_ARGS)
+"""How a WN's own aria2c reads the new file: it reads it in full and starts nothing."""
+CONFIG_PATH_PLACEHOLDER = "{config_path}"
+"""Where ``[rollout] restart_command`` takes the WN's config path (shell-quoted)."""
+
+# outcomes of a WN that did not succeed (besides the SSH layer's and the file steps')
+LOCKED = "locked"
+STALE_LOCK = "stale lock"
+BUSY = "busy"
+PROFILE = "failed: profile"
+VALIDATION = "failed: validation"
+RESTART_FAILED = "failed: restart"
+READ_BACK = "failed: read-back"
+NO_BACKUP = "failed: no backup"
+
+# how a changed WN's aria2c got its new values (HostReport.reloaded)
+RELOADED_RPC = "rpc"
+RELOADED_RESTART = "restarted"
+NOT_RUNNING = "not running"
+RELOAD_SKIPPED = "skipped"
+
+
+class RolloutError(SshError):
+    """A WN's rollout step failed; ``outcome`` says which (``locked``, ``busy``, ``failed: validation``...).
+
+    ``report`` holds what was learnt of the WN before the failure (plan, hashes), when anything was.
+    """
+
+    category = "rollout"
+    outcome = "failed"
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, host: str, message: str, hint: str | None = None, *, outcome: str | None = None, report: HostReport | None = None) -> None:
+        super().__init__(host, message, hint, outcome=outcome)
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True)
+class HostReport:
+    """What a rollout did (or, dry run, would do) on one WN."""
+
+    host: str
+    path: str
+    """The config's path on the WN."""
+    outcome: str
+    """``unchanged``, ``changed`` or ``new`` (for ``rollback`` too: what the restore changed)."""
+    before: str | None
+    """sha256 of the WN's file before, None when it had none."""
+    after: str | None
+    """sha256 of the file the WN has (or would have) afterwards."""
+    diff: str = ""
+    """Unified diff before -> after, secrets masked."""
+    changes: tuple[p.OptionChange, ...] = ()
+    reload: str = p.RELOAD_NONE
+    """What the change needs: ``none``, ``rpc`` or ``restart``."""
+    reloaded: str = ""
+    """What was done: ``rpc``, ``restarted``, ``not running`` (nothing to reload), ``skipped``; "" when nothing was."""
+    backup: str | None = None
+    """Id of the backup generation taken before the change."""
+    restored: str | None = None
+    """Rollback: the id of the generation put back."""
+    generations: tuple[files.Backup, ...] = ()
+    """``list_generations``: the WN's backups, newest first."""
+    dry_run: bool = False
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How the WN is folded in a summary: ``changed (restart)``, ``unchanged``, ``new``."""
+        if self.outcome == p.UNCHANGED or self.reload == p.RELOAD_NONE:
+            return self.outcome
+        how = self.reloaded or ("live" if self.reload == p.RELOAD_RPC else "restart")
+        if how == RELOADED_RPC:
+            how = "live"
+        return f"{self.outcome} ({how})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """As ``--json`` shows it: secrets masked in the diff and the option changes."""
+        return {
+            "host": self.host,
+            "path": self.path,
+            "outcome": self.outcome,
+            "before": self.before,
+            "after": self.after,
+            "changes": [c.masked() for c in self.changes],
+            "reload": self.reload,
+            "reloaded": self.reloaded or None,
+            "backup": self.backup,
+            "restored": self.restored,
+            "generations": [generation_dict(g) for g in self.generations],
+            "dry_run": self.dry_run,
+            "notes": list(self.notes),
+            "diff": self.diff,
+        }
+
+
+def generation_dict(generation: files.Backup) -> dict[str, Any]:
+    """A backup generation as JSON shows it."""
+    return {
+        "id": generation.id,
+        "path": generation.path,
+        "time": generation.time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "hash": generation.hash,
+        "size": generation.size,
+        "uid": generation.uid,
+        "gid": generation.gid,
+        "mode": None if generation.mode is None else f"{generation.mode:04o}",
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutRun:
+    """One plan, apply, rollback or generation listing over many WNs."""
+
+    action: str
+    """``plan``, ``apply``, ``rollback`` or ``list``."""
+    run_id: str
+    dry_run: bool
+    results: list[HostResult[HostReport]]
+    """One per WN, in the order asked."""
+    elapsed: float
+
+    @property
+    def ok(self) -> bool:
+        """Every WN succeeded."""
+        return all(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> list[HostResult[HostReport]]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def reports(self) -> list[HostReport]:
+        """The reports of the WNs that succeeded."""
+        return [r.value for r in self.results if r.ok and r.value is not None]
+
+    def summary(self) -> list[tuple[str, str]]:
+        """WNs folded by outcome, successes and failures alike: ``[("wn[001-040].lab", "unchanged"), ...]``."""
+        return summary(self.results)
+
+
+def report_of(result: HostResult[HostReport]) -> HostReport | None:
+    """The WN's report: its value, or what a failure learnt before it failed."""
+    if result.value is not None:
+        return result.value
+    report = getattr(result.exception, "report", None)
+    return report if isinstance(report, HostReport) else None
+
+
+def describe(result: HostResult[HostReport]) -> str:
+    """The label a WN is folded by: its report's label, or its failure's outcome and one-line reason."""
+    if result.ok and result.value is not None:
+        return result.value.label
+    if result.outcome in (CANCELLED, NOT_STARTED):
+        return result.outcome
+    detail = result.detail()
+    if result.outcome.startswith("failed") or result.outcome in (LOCKED, STALE_LOCK, BUSY):
+        return f"{result.outcome}: {detail}" if not detail.startswith(result.outcome) else detail
+    return f"failed: {result.outcome}: {detail}"
+
+
+def summary(results: Sequence[HostResult[HostReport]]) -> list[tuple[str, str]]:
+    """Hosts folded by ``describe``, in order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for result in results:
+        groups.setdefault(describe(result), []).append(result.host)
+    return [(fold(hosts), label) for label, hosts in groups.items()]
+
+
+# ---------------------------------------------------------------- per-WN settings
+
+
+def config_path_for(site: Site, host: str) -> str:
+    """The WN's config path: ``[wns.nodes."<host>"] config_path`` when the site sets one, else ``[rollout] config_path``."""
+    node = site.wns.nodes.get(host)
+    own = getattr(node, "config_path", "") if node is not None else ""
+    return own if isinstance(own, str) and own else site.rollout.config_path
+
+
+def restart_command_for(site: Site, host: str, path: str | None = None) -> str:
+    """``[rollout] restart_command`` for one WN, ``{config_path}`` replaced by its (shell-quoted) config path."""
+    path = path if path is not None else config_path_for(site, host)
+    return site.rollout.restart_command.replace(CONFIG_PATH_PLACEHOLDER, shlex.quote(path))
+
+
+def holder_name() -> str:
+    """Who a lock names: ``user@vobox``."""
+    return f"{audit.local_user()}@{socket.gethostname()}"
+
+
+# ---------------------------------------------------------------- the run's shared state
+
+
+@dataclasses.dataclass
+class _Run:
+    site: Site
+    action: str
+    run_id: str
+    dry_run: bool
+    checks: Mapping[str, HostCheck]
+    wait_lock: float
+    restart_now: bool
+    validate: bool
+    reload: bool
+    holder: str
+    site_secret: str | None
+    audit_path: Any
+    confirm_timeout: float
+    to: str | None = None
+    write_audit: bool = True
+
+    def path(self, host: str) -> str:
+        return config_path_for(self.site, host)
+
+    def record(self, event: Mapping[str, Any]) -> None:
+        if self.write_audit and not self.dry_run:
+            audit.record(self.audit_path, {"run": self.run_id, **event})
+
+
+# ---------------------------------------------------------------- the lock
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldLock:
+    """A WN's rollout lock taken by this run."""
+
+    path: str
+    token: str
+
+
+def lock_path(config_path: str) -> str:
+    """The lock file of a WN's config."""
+    return config_path + LOCK_SUFFIX
+
+
+def take_lock(session: Session, sftp: paramiko.SFTPClient, config_path: str, *, holder: str, wait: float, stale_after: float) -> HeldLock:
+    """Take the WN's rollout lock: create its file atomically (O_EXCL, 0600) with who and since when.
+
+    Args:
+        session, sftp: the WN's session and an SFTP client on it.
+        config_path: the config the lock guards.
+        holder: who takes it (``user@vobox``).
+        wait: seconds to wait for a held lock to go; 0 fails at once.
+        stale_after: seconds after which a held lock is reported as stale (never taken over).
+
+    Returns:
+        The lock, for ``drop_lock``.
+
+    Raises:
+        RolloutError: ``locked`` (naming the holder) or ``stale lock``.
+        FileStepError: the lock cannot be created (no such directory, permission denied, read-only...).
+    """
+    path = lock_path(config_path)
+    directory = posixpath.dirname(path) or "/"
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + max(wait, 0.0)
+    while True:
+        now = dt.datetime.now(dt.UTC)
+        try:
+            handle, _ = files.create_private(sftp, path)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno is None and "exist" in str(exc).lower():
+                pass  # some servers answer a plain failure to O_EXCL on an existing file
+            else:
+                raise _lock_failure(session, sftp, exc, path, directory) from None
+        except (EOFError, paramiko.SSHException) as exc:
+            raise _lock_failure(session, sftp, exc, path, directory) from None
+        else:
+            try:
+                with handle:
+                    handle.write(p.lock_text(holder, token, now, os.getpid()).encode())
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                    sftp.remove(path)
+                raise _lock_failure(session, sftp, exc, path, directory) from None
+            return HeldLock(path, token)
+        info = read_lock(sftp, path)
+        if info is None:
+            continue  # released between our open and our read: try again at once
+        if info.stale(now, stale_after):
+            raise RolloutError(
+                session.host,
+                f"stale lock {path}: {info.describe()}, older than rollout.lock_stale_after {stale_after:g} s; not taken over",
+                f"if no siteadmin run is still working on this WN, remove {path} on it and run again",
+                outcome=STALE_LOCK,
+            )
+        if time.monotonic() >= deadline:
+            waited = f" after waiting {wait:g} s" if wait > 0 else ""
+            raise RolloutError(
+                session.host,
+                f"locked: {path} {info.describe()}{waited}",
+                "another apply or rollback is working on this WN; wait for it (--wait-lock SECONDS)",
+                outcome=LOCKED,
+            )
+        time.sleep(LOCK_POLL)
+
+
+def read_lock(sftp: paramiko.SFTPClient, path: str) -> p.LockInfo | None:
+    """Who holds the lock at ``path``, or None when there is no lock."""
+    try:
+        info = sftp.stat(path)
+        with sftp.open(path, "rb") as handle:
+            data = handle.read(4096)
+    except FileNotFoundError:
+        return None
+    mtime = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC) if info.st_mtime is not None else None
+    return p.parse_lock(data, mtime)
+
+
+def drop_lock(sftp: paramiko.SFTPClient, lock: HeldLock) -> None:
+    """Remove our lock, only if the file still holds our token (quietly: this runs on the way out)."""
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        held = read_lock(sftp, lock.path)
+        if held is not None and held.token == lock.token:
+            sftp.remove(lock.path)
+
+
+def _lock_failure(session: Session, sftp: paramiko.SFTPClient, exc: BaseException, path: str, directory: str) -> files.FileStepError:
+    return files._failure(session, sftp, exc, f"cannot lock {path}", directory, 256)
+
+
+# ---------------------------------------------------------------- RPC over the tunnel
+
+
+class RpcError(RolloutError):
+    """aria2c's RPC refused a request or could not be talked to."""
+
+    outcome = "failed: rpc"
+
+
+class NotRunning(RpcError):
+    """Nothing listens on the WN's RPC port."""
+
+    outcome = NOT_RUNNING
+
+
+@contextlib.contextmanager
+def rpc(session: Session, port: int, secret: str | None, timeout: float = RPC_TIMEOUT) -> Iterator[Callable[..., Any]]:
+    """A JSON-RPC caller for the WN's aria2c through an SSH tunnel to its loopback ``port``.
+
+    Yields:
+        ``call(method, *params)`` returning aria2's result.
+
+    Raises:
+        NotRunning: nothing listens on the port (when the tunnel opens).
+        RpcError: from ``call``: aria2 refused the request, or the connection failed.
+    """
+    import aria2p  # imported here: the plan and the lock need no RPC library
+
+    try:
+        tunnel = session.open_tunnel("127.0.0.1", port)
+    except TunnelError as exc:
+        raise NotRunning(session.host, f"aria2c RPC on 127.0.0.1:{port}: {exc.message.removeprefix(session.host + ': ')}") from None
+    with tunnel:
+        client = aria2p.Client(host="http://127.0.0.1", port=tunnel.local_port, secret=secret or "", timeout=timeout)
+
+        def call(method: str, *params: Any) -> Any:
+            try:
+                return client.call(method, list(params))
+            except Exception as exc:  # noqa: BLE001 - aria2p raises its own and requests' exceptions
+                why = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                if secret:
+                    why = str(why).replace(secret, "********")
+                raise RpcError(session.host, f"aria2c RPC {method} on 127.0.0.1:{port}: {' '.join(str(why).split())[:200]}") from None
+
+        yield call
+
+
+def rpc_port_of(site: Site, options: Mapping[str, str]) -> int:
+    """The port the WN's aria2c listens on for RPC: its file's ``rpc-listen-port``, else ``[wns] rpc_port``."""
+    text = options.get("rpc-listen-port", "")
+    return int(text) if text.isdigit() else site.wns.rpc_port
+
+
+def downloads_in_flight(active: Sequence[Mapping[str, Any]]) -> list[str]:
+    """GIDs of downloads still transferring: a seeding download stays ``active`` with completedLength == totalLength."""
+    busy = []
+    for item in active:
+        try:
+            done, total = int(item.get("completedLength", 0)), int(item.get("totalLength", 0))
+        except (TypeError, ValueError):
+            done, total = 0, 0
+        if total == 0 or done < total:
+            busy.append(str(item.get("gid", "?")))
+    return busy
+
+
+# ---------------------------------------------------------------- one WN
+
+
+def _validate_judge(secret_values: Sequence[str]) -> Callable[[CommandResult], str | None]:
+    def judge(result: CommandResult) -> str | None:
+        if result.exit_status == 127:
+            return "aria2c is not installed on the WN (command not found)"
+        problems = aria2c_problems(result.stdout, result.stderr, result.exit_status, secret_values)
+        return "; ".join(problems) if problems else None
+
+    return judge
+
+
+def _report(run: _Run, host: str, path: str, current: files.FileState, new: bytes, secret_values: Sequence[str]) -> HostReport:
+    outcome = p.classify(current.data, new)
+    changes = tuple(p.option_changes(p.read_options(current.data), p.read_options(new))) if outcome != p.UNCHANGED else ()
+    return HostReport(
+        host=host,
+        path=path,
+        outcome=outcome,
+        before=current.sha256,
+        after=hashlib.sha256(new).hexdigest(),
+        diff=p.masked_diff(current.data, new, path, secret_values) if outcome != p.UNCHANGED else "",
+        changes=changes,
+        reload=p.reload_kind(changes),
+        dry_run=run.dry_run,
+    )
+
+
+def _secret_for(run: _Run, options: Mapping[str, str]) -> str | None:
+    return options.get("rpc-secret") or run.site_secret
+
+
+def _apply_host(run: _Run, session: Session) -> HostReport:
+    host = session.host
+    check = run.checks.get(host)
+    if check is None or check.text is None or not check.ok:
+        why = check.error_text if check is not None and check.error_text else "; ".join(
+            f.message for f in (check.all_findings() if check is not None else ()) if f.level == "error"
+        )
+        raise RolloutError(host, f"profile refused by the check: {why or 'no profile'}", "siteadmin lint shows every finding", outcome=PROFILE)
+    secret_values = check.rendered.secrets if check.rendered is not None else []
+    new = check.text.encode("utf-8")
+    path = run.path(host)
+    with session.sftp() as sftp:
+        lock = None if run.dry_run else take_lock(session, sftp, path, holder=run.holder, wait=run.wait_lock, stale_after=run.site.rollout.lock_stale_after)
+        try:
+            if lock is not None:
+                files.remove_stale_temps(session, path, sftp=sftp)
+            current = files.read_file(session, path, sftp=sftp)
+            report = _report(run, host, path, current, new, secret_values)
+            if run.dry_run or report.outcome == p.UNCHANGED:
+                return report
+            generation = files.backup(session, current, keep=max(1, run.site.rollout.backups_kept), sftp=sftp)
+            report = dataclasses.replace(report, backup=generation.id if generation else None)
+            try:
+                with files.staged(session, path, new, sftp=sftp) as temp:
+                    if run.validate:
+                        files.validate(session, temp, VALIDATE_COMMAND, judge=_validate_judge(secret_values), mask=secret_values, sftp=sftp)
+                    files.install(session, temp, current, sftp=sftp)
+            except files.FileStepError as exc:
+                if exc.outcome in ("validation failed", "validation timed out"):
+                    error = RolloutError(host, exc.message.removeprefix(host + ": "), exc.hint, outcome=VALIDATION, report=report)
+                    _audit_host(run, report, error)
+                    raise error from None
+                _audit_host(run, report, exc)
+                raise
+            try:
+                report = _reload(run, session, sftp, report, current, new, generation)
+            except SshError as exc:
+                _audit_host(run, report, exc)
+                raise
+            _audit_host(run, report, None)
+            return report
+        finally:
+            if lock is not None:
+                drop_lock(sftp, lock)
+
+
+def _audit_host(run: _Run, report: HostReport, error: SshError | None) -> None:
+    run.record(
+        {
+            "action": f"rollout.{run.action}",
+            "host": report.host,
+            "path": report.path,
+            "before": report.before,
+            "after": report.after if error is None or error.outcome in (BUSY,) else report.before,
+            "new": report.after,
+            "backup": report.backup,
+            "restored": report.restored,
+            "changes": [c.name for c in report.changes],
+            "reload": report.reload,
+            "reloaded": report.reloaded or None,
+            "outcome": "ok" if error is None else error.outcome,
+            "error": None if error is None else error.one_line(),
+        }
+    )
+
+
+def _reload(
+    run: _Run, session: Session, sftp: paramiko.SFTPClient, report: HostReport, old: files.FileState, new: bytes, generation: files.Backup | None
+) -> HostReport:
+    """Bring the WN's aria2c to the new file; on failure put ``generation`` back, reload it, and raise."""
+    if report.reload == p.RELOAD_NONE:
+        return report
+    if not run.reload:
+        return dataclasses.replace(report, reloaded=RELOAD_SKIPPED)
+    old_options = p.read_options(old.data)
+    new_options = p.read_options(new)
+    if report.reload == p.RELOAD_RPC:
+        return _reload_live(run, session, sftp, report, old_options, new_options, generation)
+    return _reload_restart(run, session, sftp, report, old_options, new_options, generation)
+
+
+def _reload_live(
+    run: _Run,
+    session: Session,
+    sftp: paramiko.SFTPClient,
+    report: HostReport,
+    old_options: Mapping[str, str],
+    new_options: Mapping[str, str],
+    generation: files.Backup | None,
+) -> HostReport:
+    host = session.host
+    values = {c.name: c.rpc_value for c in report.changes if c.rpc_value is not None}
+    expected = p.expected_over_rpc(values)
+    port = rpc_port_of(run.site, old_options)
+    try:
+        with rpc(session, port, _secret_for(run, old_options)) as call:
+            call("aria2.changeGlobalOption", values)
+            wrong = p.mismatches(expected, call("aria2.getGlobalOption"))
+    except NotRunning:
+        return dataclasses.replace(report, reloaded=NOT_RUNNING, notes=(*report.notes, "aria2c is not running; it reads the new file when it starts"))
+    except RpcError as exc:
+        why = exc.message.removeprefix(host + ": ")
+        raise _put_back(run, session, sftp, report, generation, old_options, READ_BACK, f"live change not applied: {why}") from None
+    if wrong:
+        raise _put_back(
+            run, session, sftp, report, generation, old_options, READ_BACK,
+            f"aria2c answered OK but reads back other values for {', '.join(wrong)}",
+        )
+    return dataclasses.replace(report, reloaded=RELOADED_RPC)
+
+
+def _session_id(call: Callable[..., Any]) -> str:
+    info = call("aria2.getSessionInfo")
+    return str(info.get("sessionId", "")) if isinstance(info, dict) else ""
+
+
+def _reload_restart(
+    run: _Run,
+    session: Session,
+    sftp: paramiko.SFTPClient,
+    report: HostReport,
+    old_options: Mapping[str, str],
+    new_options: Mapping[str, str],
+    generation: files.Backup | None,
+) -> HostReport:
+    host = session.host
+    old_port = rpc_port_of(run.site, old_options)
+    before_id: str | None = None
+    try:
+        with rpc(session, old_port, _secret_for(run, old_options)) as call:
+            before_id = _session_id(call)
+            if not run.restart_now:
+                _drain(run, session, call, report)
+    except NotRunning:
+        before_id = None
+    except RpcError as exc:
+        # cannot tell what runs there: leave the new file for its next restart rather than guess
+        raise RolloutError(host, f"cannot see aria2c's downloads before restarting: {exc.message.removeprefix(host + ': ')}",
+                           "the new file is in place for its next restart", outcome=BUSY, report=report) from None
+    failure = _restart_and_confirm(run, session, new_options, before_id)
+    if failure is not None:
+        outcome, why = failure
+        raise _put_back(run, session, sftp, report, generation, old_options, outcome, why)
+    return dataclasses.replace(report, reloaded=RELOADED_RESTART)
+
+
+def _drain(run: _Run, session: Session, call: Callable[..., Any], report: HostReport) -> None:
+    deadline = time.monotonic() + run.site.rollout.drain_timeout
+    while True:
+        busy = downloads_in_flight(call("aria2.tellActive", ["gid", "status", "completedLength", "totalLength"]))
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            raise RolloutError(
+                session.host,
+                f"busy: {len(busy)} download(s) in flight after rollout.drain_timeout {run.site.rollout.drain_timeout:g} s; not restarted",
+                "the new file is in place for aria2c's next restart; apply --restart-now restarts at once, ending those downloads",
+                outcome=BUSY,
+                report=report,
+            )
+        time.sleep(DRAIN_POLL)
+
+
+def _restart_and_confirm(run: _Run, session: Session, options: Mapping[str, str], before_id: str | None) -> tuple[str, str] | None:
+    """Run the restart command, then wait for a new aria2c session with ``options``; (outcome, why) on failure."""
+    host = session.host
+    path = run.path(host)
+    command = restart_command_for(run.site, host, path)
+    try:
+        result = session.run(command)
+    except SshError as exc:
+        return RESTART_FAILED, f"restart command failed: {exc.message.removeprefix(host + ': ')}"
+    if not result.ok:
+        tail = files.output_tail(result.stderr, result.stdout)
+        return RESTART_FAILED, f"`{command}` exited with status {result.exit_status}" + (f": {tail}" if tail else "")
+    expected = p.expected_over_rpc(options)
+    port = rpc_port_of(run.site, options)
+    deadline = time.monotonic() + run.confirm_timeout
+    last = "no answer"
+    while True:
+        try:
+            with rpc(session, port, _secret_for(run, options)) as call:
+                now_id = _session_id(call)
+                if before_id is not None and now_id == before_id:
+                    last = "aria2c still runs the session it had before the restart"
+                else:
+                    wrong = p.mismatches(expected, call("aria2.getGlobalOption"))
+                    if not wrong:
+                        return None
+                    return READ_BACK, f"aria2c restarted but reads back other values for {', '.join(wrong)}"
+        except RpcError as exc:
+            last = exc.message.removeprefix(host + ": ")
+        if time.monotonic() >= deadline:
+            return RESTART_FAILED, f"aria2c not up with the new file {run.confirm_timeout:g} s after `{command}`: {last}"
+        time.sleep(0.2)
+
+
+def _put_back(
+    run: _Run,
+    session: Session,
+    sftp: paramiko.SFTPClient,
+    report: HostReport,
+    generation: files.Backup | None,
+    old_options: Mapping[str, str],
+    outcome: str,
+    why: str,
+) -> RolloutError:
+    """Restore the backup taken before the change and reload it; the error to raise says how that went."""
+    host = session.host
+    if generation is None:
+        return RolloutError(host, f"{why}; the WN had no file before, so there is none to put back", outcome=outcome, report=report)
+    try:
+        files.restore(session, generation, sftp=sftp)
+    except SshError as exc:
+        why = f"{why}; restoring backup {generation.id} failed too: {exc.message.removeprefix(host + ': ')}"
+        return RolloutError(host, why, outcome=outcome, report=report)
+    how = "restored"
+    if run.reload:
+        if report.reload == p.RELOAD_RPC:
+            values = {c.name: c.before for c in report.changes if c.before is not None}
+            try:
+                with rpc(session, rpc_port_of(run.site, old_options), _secret_for(run, old_options)) as call:
+                    call("aria2.changeGlobalOption", values)
+                how = "restored and its values set again over RPC"
+            except RpcError as exc:
+                how = f"restored, but setting its values again failed: {exc.message.removeprefix(host + ': ')}"
+        else:
+            again = _restart_and_confirm(run, session, old_options, None)
+            how = "restored and aria2c restarted with it" if again is None else f"restored, but restarting with it failed: {again[1]}"
+    return RolloutError(host, f"{why}; backup {generation.id} {how}", outcome=outcome, report=dataclasses.replace(report, restored=generation.id))
+
+
+def _rollback_host(run: _Run, session: Session) -> HostReport:
+    host = session.host
+    path = run.path(host)
+    with session.sftp() as sftp:
+        lock = None if run.dry_run else take_lock(session, sftp, path, holder=run.holder, wait=run.wait_lock, stale_after=run.site.rollout.lock_stale_after)
+        try:
+            if lock is not None:
+                files.remove_stale_temps(session, path, sftp=sftp)
+            generations = files.list_backups(session, path, sftp=sftp)
+            if not generations:
+                raise RolloutError(host, f"no backup of {path} to roll back to", outcome=NO_BACKUP)
+            try:
+                chosen = files.find_backup(generations, run.to) if run.to else generations[0]
+            except LookupError as exc:
+                raise RolloutError(host, f"{path}: {exc}", "siteadmin rollback --list shows each WN's generations", outcome=NO_BACKUP) from None
+            current = files.read_file(session, path, sftp=sftp)
+            saved = files.read_file(session, chosen.path, sftp=sftp)
+            if saved.data is None:
+                raise RolloutError(host, f"backup {chosen.id} of {path} is gone", outcome=NO_BACKUP)
+            secret_values = [v for k, v in p.read_options(saved.data).items() if k == "rpc-secret" and v]
+            report = dataclasses.replace(_report(run, host, path, current, saved.data, secret_values), restored=chosen.id)
+            if run.dry_run or (report.outcome == p.UNCHANGED and (current.uid, current.gid, current.mode) == (chosen.uid, chosen.gid, chosen.mode)):
+                return report
+            files.restore(
+                session, chosen, validate_command=VALIDATE_COMMAND if run.validate else None,
+                judge=_validate_judge(secret_values), mask=secret_values, sftp=sftp,
+            )
+            # the file replaced becomes a generation of its own (after the restore: pruning may remove the one restored)
+            kept = files.backup(session, current, keep=max(1, run.site.rollout.backups_kept), sftp=sftp) if current.data is not None else None
+            report = dataclasses.replace(report, backup=kept.id if kept else None)
+            try:
+                report = _reload(run, session, sftp, report, current, saved.data, kept)
+            except SshError as exc:
+                _audit_host(run, report, exc)
+                raise
+            _audit_host(run, report, None)
+            return report
+        finally:
+            if lock is not None:
+                drop_lock(sftp, lock)
+
+
+def _list_host(run: _Run, session: Session) -> HostReport:
+    path = run.path(session.host)
+    with session.sftp() as sftp:
+        current = files.read_file(session, path, sftp=sftp)
+        generations = files.list_backups(session, path, sftp=sftp)
+    return HostReport(session.host, path, p.UNCHANGED, current.sha256, current.sha256, generations=tuple(generations), dry_run=True)
+
+
+# ---------------------------------------------------------------- the runs
+
+
+def _fan_out(
+    site: Site,
+    run: _Run,
+    hosts: Sequence[str],
+    work: Callable[[_Run, Session], HostReport],
+    *,
+    service: WNService | None,
+    inventory: Inventory | None,
+    parallelism: int | None,
+    batches: Batches | None,
+    cancel: threading.Event | None,
+    progress: Callable[[Progress[HostReport]], None] | None,
+    accept_new: bool,
+) -> list[HostResult[HostReport]]:
+    own = service is None
+    if service is None:
+        service = WNService(site, inventory, parallelism=parallelism, **_accept_options(run, accept_new))
+    try:
+        return service.run(list(hosts), lambda session: work(run, session), parallelism=parallelism, batches=batches, cancel=cancel, progress=progress)
+    finally:
+        if own:
+            service.close()
+
+
+def _accept_options(run: _Run, accept_new: bool) -> dict[str, Any]:
+    if not accept_new:
+        return {}
+
+    def accepted(host: str, name: str, keytype: str, fingerprint: str, path: str) -> None:
+        run.record({"action": "hostkey.accept-new", "host": host, "name": name, "keytype": keytype, "fingerprint": fingerprint, "known_hosts": path})
+
+    return {"accept_new": True, "on_accept": accepted}
+
+
+def _new_run(site: Site, action: str, dry_run: bool, hosts: Sequence[str], **options: Any) -> _Run:
+    validate = options.pop("validate", True)
+    checks: dict[str, HostCheck] = {}
+    if action in ("plan", "apply"):
+        checks = check_profiles(site, list(hosts), aria2c=validate).by_host()
+    return _Run(
+        site=site,
+        action=action,
+        run_id=secrets.token_hex(6),
+        dry_run=dry_run,
+        checks=checks,
+        validate=validate,
+        holder=options.pop("holder", None) or holder_name(),
+        site_secret=site_rpc_secret(site, create=False),
+        audit_path=site.audit.path,
+        **options,
+    )
+
+
+def _finish(run: _Run, results: list[HostResult[HostReport]], started: float, hosts: Sequence[str]) -> RolloutRun:
+    outcome = RolloutRun(run.action, run.run_id, run.dry_run, results, time.monotonic() - started)
+    if run.action != "list":
+        run.record(
+            {
+                "action": f"rollout.{run.action}.run",
+                "hosts": fold(hosts),
+                "count": len(hosts),
+                "failed": len(outcome.failed),
+                "summary": [{"hosts": h, "outcome": label} for h, label in outcome.summary()],
+                "outcome": "ok" if outcome.ok else "failed",
+            }
+        )
+    return outcome
+
+
+def apply(
+    site: Site,
+    hosts: Sequence[str],
+    *,
+    dry_run: bool = False,
+    wait_lock: float = 0.0,
+    restart_now: bool = False,
+    validate: bool = True,
+    reload: bool = True,
+    batches: Batches | None = None,
+    parallelism: int | None = None,
+    accept_new: bool = False,
+    service: WNService | None = None,
+    inventory: Inventory | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[Progress[HostReport]], None] | None = None,
+    confirm_timeout: float = CONFIRM_TIMEOUT,
+    holder: str | None = None,
+    audit_log: bool = True,
+) -> RolloutRun:
+    """Roll each WN's rendered profile out to it (see the module docstring for the order).
+
+    Args:
+        site: the site config.
+        hosts: WN names (``Inventory(site).select(pattern)``).
+        dry_run: plan only: no lock, no backup, nothing written anywhere, no audit record.
+        wait_lock: seconds to wait for a WN's lock held by another run; 0 fails it at once (``locked``).
+        restart_now: restart without waiting for downloads in flight to finish.
+        validate: check the new file with the WN's own aria2c (and the VoBox's, in the profile
+            check). A benchmark turns it off; a site cannot.
+        reload: bring the WN's aria2c to the new file (RPC or restart). A benchmark turns it off.
+        batches: batches and abort threshold (``Batches.from_site(site)``); one batch when None.
+        parallelism: WNs at once; the service's (``ssh.parallelism``) when None.
+        accept_new: accept (and write to ``ssh.known_hosts``, and audit) the key of a WN that has none there.
+        service: a WN service to run on (the console's); a new one, closed afterwards, when None.
+            ``accept_new`` applies only to a service made here.
+        inventory: the site's Inventory, when the caller has one.
+        cancel: set it to stop (WNs not started get ``cancelled``; a WN's file is old or new, never torn).
+        progress: called in the calling thread with each WN's result as it lands.
+        confirm_timeout: seconds a restarted aria2c has to come up with the new values.
+        holder: the name the WN locks carry (``user@vobox`` when None).
+        audit_log: write audit records (a benchmark may turn them off).
+
+    Returns:
+        A RolloutRun: one result per WN, in order; a failed WN's exception says why.
+
+    Raises:
+        ConfigError: the audit log cannot be appended to (checked before any WN is touched), a
+            bad key file or ssh config.
+        KeyboardInterrupt: after cancelling as above.
+    """
+    started = time.monotonic()
+    if not dry_run and audit_log:
+        audit.check_writable(site.audit.path)
+    run = _new_run(
+        site, "plan" if dry_run else "apply", dry_run, hosts, validate=validate, reload=reload, wait_lock=wait_lock,
+        restart_now=restart_now, confirm_timeout=confirm_timeout, holder=holder, write_audit=audit_log,
+    )
+    results = _fan_out(site, run, hosts, _apply_host, service=service, inventory=inventory, parallelism=parallelism,
+                       batches=batches, cancel=cancel, progress=progress, accept_new=accept_new)
+    return _finish(run, results, started, hosts)
+
+
+def plan(
+    site: Site,
+    hosts: Sequence[str],
+    *,
+    parallelism: int | None = None,
+    accept_new: bool = False,
+    service: WNService | None = None,
+    inventory: Inventory | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[Progress[HostReport]], None] | None = None,
+) -> RolloutRun:
+    """What ``apply`` would change on each WN, writing nothing anywhere (``apply(dry_run=True)``).
+
+    Args, Returns, Raises: as ``apply``.
+    """
+    return apply(site, hosts, dry_run=True, parallelism=parallelism, accept_new=accept_new, service=service,
+                 inventory=inventory, cancel=cancel, progress=progress)
+
+
+def rollback(
+    site: Site,
+    hosts: Sequence[str],
+    *,
+    to: str | None = None,
+    dry_run: bool = False,
+    wait_lock: float = 0.0,
+    restart_now: bool = False,
+    validate: bool = True,
+    reload: bool = True,
+    batches: Batches | None = None,
+    parallelism: int | None = None,
+    accept_new: bool = False,
+    service: WNService | None = None,
+    inventory: Inventory | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[Progress[HostReport]], None] | None = None,
+    confirm_timeout: float = CONFIRM_TIMEOUT,
+    holder: str | None = None,
+) -> RolloutRun:
+    """Put a backup generation back on each WN, byte for byte with owner and mode, and reload it as ``apply`` does.
+
+    The file it replaces becomes a generation of its own, so a rollback can be rolled back.
+
+    Args:
+        to: the generation's id (or a unique prefix of it) as ``list_generations`` shows it; the
+            newest when None. A WN without it fails (``failed: no backup``).
+        Others: as ``apply``.
+
+    Returns, Raises: as ``apply``.
+    """
+    started = time.monotonic()
+    if not dry_run:
+        audit.check_writable(site.audit.path)
+    run = _new_run(
+        site, "rollback", dry_run, hosts, validate=validate, reload=reload, wait_lock=wait_lock,
+        restart_now=restart_now, confirm_timeout=confirm_timeout, holder=holder, to=to,
+    )
+    results = _fan_out(site, run, hosts, _rollback_host, service=service, inventory=inventory, parallelism=parallelism,
+                       batches=batches, cancel=cancel, progress=progress, accept_new=accept_new)
+    return _finish(run, results, started, hosts)
+
+
+def list_generations(
+    site: Site,
+    hosts: Sequence[str],
+    *,
+    parallelism: int | None = None,
+    accept_new: bool = False,
+    service: WNService | None = None,
+    inventory: Inventory | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[Progress[HostReport]], None] | None = None,
+) -> RolloutRun:
+    """Each WN's backup generations (``HostReport.generations``, newest first), writing nothing.
+
+    Args, Returns, Raises: as ``apply``.
+    """
+    started = time.monotonic()
+    run = _new_run(site, "list", True, hosts, wait_lock=0.0, restart_now=False, reload=False, confirm_timeout=0.0, holder=None)
+    results = _fan_out(site, run, hosts, _list_host, service=service, inventory=inventory, parallelism=parallelism,
+                       batches=None, cancel=cancel, progress=progress, accept_new=accept_new)
+    return _finish(run, results, started, hosts)
