@@ -336,9 +336,8 @@ def take_lock(session: Session, sftp: paramiko.SFTPClient, config_path: str, *, 
         except FileExistsError:
             pass
         except OSError as exc:
-            if exc.errno is None and "exist" in str(exc).lower():
-                pass  # some servers answer a plain failure to O_EXCL on an existing file
-            else:
+            # SFTP v3 answers O_EXCL on an existing file with a plain "Failure": look whether it exists
+            if not _exists(sftp, path):
                 raise _lock_failure(session, sftp, exc, path, directory) from None
         except (EOFError, paramiko.SSHException) as exc:
             raise _lock_failure(session, sftp, exc, path, directory) from None
@@ -370,6 +369,14 @@ def take_lock(session: Session, sftp: paramiko.SFTPClient, config_path: str, *, 
                 outcome=LOCKED,
             )
         time.sleep(LOCK_POLL)
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.lstat(path)
+    except (OSError, EOFError, paramiko.SSHException):
+        return False
+    return True
 
 
 def read_lock(sftp: paramiko.SFTPClient, path: str) -> p.LockInfo | None:
