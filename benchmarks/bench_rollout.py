@@ -1,0 +1,458 @@
+"""Rolling one changed aria2c profile out to 200 WNs: siteadmin against pyinfra, Ansible and a bare paramiko loop.
+
+Every tool does the same work in the same run, on the same fake site (``_rollout_harness``: 200
+WNs on loopback addresses served by 13 real sshd, logged in to as a user with a minimal shell
+rc): write each WN's ~2 KB profile, mode 0600, 50 WNs at a time, all in one batch. A "changed"
+run finds every WN's file different (one option's value moves each run); a "no change" run finds
+every file already right. Each figure is the median of ``--runs`` runs (3); ratios come from the
+same run, never from a remembered figure.
+
+- ``paramiko``: the floor. One transport per WN, host key checked against known_hosts, the file
+  read over SFTP and compared, and where it differs a 0600 temp file written beside it and
+  renamed over it. 50 threads. Nothing else (no backup, no lock, no plan).
+- ``siteadmin``: (a) the core rollout service with on-node validation and the reload turned off
+  by the benchmark (the service's own parameters), so it does the peers' work plus what it
+  always does (lock, plan with the profile check, backup, owner and mode kept, audit record).
+- ``siteadmin-full``: (b) the whole apply: validation by each WN's aria2c and the reload with
+  its read-back, on ``--full-hosts`` WNs (each runs an aria2c daemon; all share these 2 cores).
+- ``pyinfra``, ``ansible``, ``pssh``: see ``_rollout_peers``; installed into a venv of the
+  benchmark's own on first use.
+
+Besides wall time each line shows the CPU seconds spent by this process (or the tool's
+subprocess) and by the WNs (every sshd, shell and sftp-server), so the closing lines can say
+where the time goes. Run as root (it makes a WN user and starts sshd).
+
+    .venv/bin/python benchmarks/bench_rollout.py --hosts 200 --tools siteadmin,paramiko,pyinfra,ansible
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import cProfile
+import dataclasses
+import io
+import os
+import platform
+import pstats
+import resource
+import secrets
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import paramiko  # noqa: E402
+from _rollout_harness import NODE_USER, Harness, Node, node_shell_cost  # noqa: E402
+from _rollout_peers import Ansible, ParallelSsh, Pyinfra, peers_venv, versions  # noqa: E402
+from paramiko import sftp as sftp_proto  # noqa: E402
+
+from siteadmin.aria2conf import render  # noqa: E402
+from siteadmin.remote import WNService, files  # noqa: E402
+from siteadmin.site import NodeSection, Site, load_site  # noqa: E402
+
+CACHE = Path(tempfile.gettempdir()) / "siteadmin-bench-cache"
+ALL_TOOLS = ("siteadmin", "siteadmin-full", "siteadmin-steps", "paramiko", "paramiko-nodelay", "pyinfra", "ansible", "pssh")
+DEFAULT_TOOLS = "siteadmin,siteadmin-full,paramiko,pyinfra,ansible"
+CHANGING_OPTION = "max-overall-upload-limit"
+"""The one option whose value differs from run to run (live over RPC, so (b) reloads, never restarts)."""
+
+# Options of a plausible site profile, so each WN's file is ~2 KB as on a real site.
+SITE_OPTIONS = """
+bt-max-peers = 80
+bt-request-peer-speed-limit = "10M"
+bt-max-open-files = 200
+seed-ratio = 0.0
+bt-stop-timeout = 0
+bt-seed-unverified = true
+bt-hash-check-seed = false
+bt-require-crypto = false
+bt-tracker-interval = 0
+follow-torrent = "true"
+max-overall-download-limit = "0"
+max-upload-limit = "0"
+max-download-limit = "0"
+max-concurrent-downloads = 8
+all-proxy = "proxy.bench.example.org:3128"
+http-proxy = "http://proxy.bench.example.org:3128"
+https-proxy = "http://proxy.bench.example.org:3128"
+no-proxy = "{no_proxy}"
+bt-exclude-tracker = "{exclude}"
+dir = "/var/lib/aria2/packages"
+save-session = "/var/lib/aria2/session"
+save-session-interval = 60
+force-save = false
+auto-save-interval = 60
+continue = true
+check-integrity = false
+file-allocation = "falloc"
+disk-cache = "64M"
+enable-mmap = false
+log = "/var/log/aria2/aria2c.log"
+console-log-level = "warn"
+summary-interval = 0
+dht-file-path = "/var/lib/aria2/dht.dat"
+rpc-max-request-size = "4M"
+""".format(
+    no_proxy=",".join(
+        ["localhost", "127.0.0.1", ".cern.ch", "alitorrent.cern.ch", "alice-ldap.cern.ch", ".bench", ".example.org", "frontier.cern.ch"]
+        + ["cvmfs-stratum-one.cern.ch", "squid01.bench.example.org", "squid02.bench.example.org", "se01.bench.example.org"]
+    ),
+    exclude=",".join(f"{scheme}://{host}/announce" for scheme in ("http", "udp") for host in ("tracker.example.net:6969", "open.tracker.example.com:1337")),
+)
+
+
+class Tool(Protocol):
+    name: str
+
+    def run(self, generation: int, parallel: int) -> None: ...
+
+
+# ---------------------------------------------------------------- the fake site's site.toml
+
+
+def _q(text: object) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_site(harness: Harness, generation: int, tool: str = "siteadmin") -> Site:
+    """The site.toml siteadmin reads (every WN with its address, port and own config path); loaded."""
+    per_node_path = "config_path" in {f.name for f in dataclasses.fields(NodeSection)}
+    root = harness.root
+    lines = [
+        "[site]",
+        'name = "BENCH"',
+        "[wns]",
+        f"hosts = [{_q(f'wn[001-{harness.count:03d}].bench')}]",
+        f"max_hosts = {max(harness.count, 1000)}",
+        "[ssh]",
+        f"user = {_q(NODE_USER)}",
+        f"key_file = {_q(harness.key_path)}",
+        f"known_hosts = {_q(harness.known_hosts)}",
+        "parallelism = 50",
+        "[aria2c]",
+        f"rpc_secret_file = {_q(root / 'rpc-secret')}",
+        "[aria2c.options]",
+        SITE_OPTIONS.strip(),
+        f'{CHANGING_OPTION} = "{generation}M"',
+        "[rollout]",
+        f"config_path = {_q(root / 'unused' / 'aria2c.conf')}",
+        f"batch_size = {harness.count}",
+        "max_fail_percent = 100",
+        "backups_kept = 3",
+        "[audit]",
+        f"path = {_q(root / 'audit.jsonl')}",
+    ]
+    for node in harness.nodes:
+        lines += [f"[wns.nodes.{_q(node.name)}]", f"address = {_q(node.address)}", f"port = {node.port}"]
+        if per_node_path:
+            lines.append(f"config_path = {_q(node.config_path(tool))}")
+    path = root / f"site-{tool}.toml"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return load_site(path)
+
+
+def peer_template(site: Site, harness: Harness, generation: int) -> str:
+    """The peers' Jinja template: siteadmin's rendering of the first WN, its name and the changing value as variables."""
+    first = harness.nodes[0].name
+    text = render(site, first).text
+    text = text.replace(first, "{{ wn }}").replace(f"{CHANGING_OPTION}={generation}M", CHANGING_OPTION + "={{ generation }}M")
+    if "{{ generation }}" not in text:
+        raise SystemExit(f"the rendered profile has no {CHANGING_OPTION} line to vary")
+    return text
+
+
+def fill(template: str, node: Node, generation: int) -> bytes:
+    return template.replace("{{ wn }}", node.name).replace("{{ generation }}", str(generation)).encode("utf-8")
+
+
+# ---------------------------------------------------------------- the floor
+
+
+class ParamikoFloor:
+    """The floor: a bare paramiko loop (strict host keys, read + compare, 0600 temp file + rename), 50 threads."""
+
+    def __init__(self, harness: Harness, template: str, *, nodelay: bool = False) -> None:
+        self.name = "paramiko-nodelay" if nodelay else "paramiko"
+        self.harness = harness
+        self.template = template
+        self.nodelay = nodelay
+        self.host_keys = paramiko.HostKeys(str(harness.known_hosts))
+        self.pkey = paramiko.Ed25519Key.from_private_key_file(str(harness.key_path))
+        list(harness.tool_dirs(self.name))
+
+    def run(self, generation: int, parallel: int) -> None:
+        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda n: self._one(n, generation), self.harness.nodes))
+
+    def _one(self, node: Node, generation: int) -> None:
+        sock = socket.create_connection((node.address, node.port), timeout=10)
+        if self.nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=10)
+            key = transport.get_remote_server_key()
+            if not self.host_keys.check(f"[{node.address}]:{node.port}", key):
+                raise RuntimeError(f"{node.name}: host key not in known_hosts")
+            transport.auth_publickey(NODE_USER, self.pkey)
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            assert sftp is not None
+            path = str(node.config_path(self.name))
+            new = fill(self.template, node, generation)
+            try:
+                with sftp.open(path, "rb") as handle:
+                    current: bytes | None = handle.read()
+            except FileNotFoundError:
+                current = None
+            if current != new:
+                temp = f"{os.path.dirname(path)}/.aria2c.conf.{secrets.token_hex(4)}.tmp"
+                attrs = paramiko.SFTPAttributes()
+                attrs.st_mode = 0o600
+                flags = sftp_proto.SFTP_FLAG_WRITE | sftp_proto.SFTP_FLAG_CREATE | sftp_proto.SFTP_FLAG_EXCL
+                _, msg = sftp._request(sftp_proto.CMD_OPEN, temp, flags, attrs)  # type: ignore[attr-defined]  # open with a mode
+                with paramiko.SFTPFile(sftp, msg.get_binary(), "wb") as handle:
+                    handle.write(new)
+                sftp.posix_rename(temp, path)
+            sftp.close()
+        finally:
+            transport.close()
+
+
+# ---------------------------------------------------------------- siteadmin
+
+
+class SiteadminSteps:
+    """siteadmin's file steps on its WN service, without the rollout service: read, back up, 0600 temp, rename."""
+
+    name = "siteadmin-steps"
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.paths = {n.name: str(n.config_path(self.name)) for n in harness.nodes}
+        list(harness.tool_dirs(self.name))
+
+    def run(self, generation: int, parallel: int) -> None:
+        site = write_site(self.harness, generation, self.name)
+
+        def work(session: object) -> str:
+            from siteadmin.remote import Session
+
+            assert isinstance(session, Session)
+            path = self.paths[session.host]
+            new = render(site, session.host).text.encode("utf-8")
+            with session.sftp() as sftp:
+                current = files.read_file(session, path, sftp=sftp)
+                if current.data == new:
+                    return "unchanged"
+                files.backup(session, current, keep=site.rollout.backups_kept, sftp=sftp)
+                with files.staged(session, path, new, sftp=sftp) as temp:
+                    files.install(session, temp, current, sftp=sftp)
+            return "changed"
+
+        with WNService(site, parallelism=parallel, global_known_hosts=()) as service:
+            results = service.run([n.name for n in self.harness.nodes], work)
+        bad = [r for r in results if not r.ok]
+        if bad:
+            raise RuntimeError(f"{len(bad)} WNs failed, first {bad[0].host}: {bad[0].error}")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclasses.dataclass
+class Sample:
+    wall: float
+    client_cpu: float
+    node_cpu: float
+
+
+@dataclasses.dataclass
+class Figures:
+    changed: list[Sample] = dataclasses.field(default_factory=list)
+    unchanged: list[Sample] = dataclasses.field(default_factory=list)
+
+    @staticmethod
+    def median(samples: Sequence[Sample]) -> Sample:
+        return Sample(*(statistics.median(getattr(s, f) for s in samples) for f in ("wall", "client_cpu", "node_cpu")))
+
+
+def _cpu_now() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(harness: Harness, fn: Callable[[], None]) -> Sample:
+    harness.wait_idle()
+    node0, cpu0 = harness.node_cpu(), _cpu_now()
+    t0 = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t0
+    cpu = _cpu_now() - cpu0
+    harness.wait_idle()
+    return Sample(wall, cpu, harness.node_cpu() - node0)
+
+
+def verify(harness: Harness, tool: str, generation: int, nodes: Sequence[Node] | None = None) -> None:
+    """Every WN's file for ``tool`` holds generation ``generation``, mode 0600 (not timed)."""
+    want = f"{CHANGING_OPTION}={generation}M\n"
+    for node in nodes if nodes is not None else harness.nodes:
+        path = node.config_path(tool)
+        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode & 0o777
+        if want not in text or node.name not in text or mode != 0o600:
+            raise SystemExit(f"{tool}: {node.name}: {path} not rolled out (mode {mode:o}, generation {generation} expected)")
+
+
+def measure(harness: Harness, tool: Tool, runs: int, parallel: int, start: int, log: Callable[[str], None]) -> Figures:
+    """A warm-up run that creates the files, ``runs`` changed runs, then ``runs`` no-change runs."""
+    figures = Figures()
+    generation = start
+    tool.run(generation, parallel)
+    verify(harness, tool.name, generation)
+    for _ in range(runs):
+        generation += 1
+        sample = timed(harness, lambda g=generation: tool.run(g, parallel))  # type: ignore[misc]
+        verify(harness, tool.name, generation)
+        figures.changed.append(sample)
+        log(f"  {tool.name} changed: {_fmt(sample)}")
+    for _ in range(runs):
+        sample = timed(harness, lambda: tool.run(generation, parallel))
+        verify(harness, tool.name, generation)
+        figures.unchanged.append(sample)
+        log(f"  {tool.name} no change: {_fmt(sample)}")
+    return figures
+
+
+def _fmt(sample: Sample) -> str:
+    return f"{sample.wall:6.2f} s wall, client CPU {sample.client_cpu:5.2f} s, WN CPU {sample.node_cpu:5.2f} s"
+
+
+def profile_run(harness: Harness, tool: Tool, generation: int, parallel: int, top: int = 25) -> str:
+    """cProfile of one run of an in-process tool (all threads are not seen: the calling thread's view)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    tool.run(generation, parallel)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--hosts", type=int, default=200, help="fake WNs (default 200)")
+    parser.add_argument("--tools", default=DEFAULT_TOOLS, help=f"comma-separated, of: {', '.join(ALL_TOOLS)} (default {DEFAULT_TOOLS})")
+    parser.add_argument("--runs", type=int, default=3, help="changed and no-change runs per tool; the median is shown (default 3)")
+    parser.add_argument("--parallel", type=int, default=50, help="WNs at once, for every tool (default 50)")
+    parser.add_argument("--ansible-hosts", type=int, default=0, help="run ansible on the first N WNs only (default: all)")
+    parser.add_argument("--full-hosts", type=int, default=50, help="WNs for siteadmin-full, each with an aria2c daemon (default 50)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one changed siteadmin run")
+    args = parser.parse_args(argv)
+    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in args.tools if t not in ALL_TOOLS]
+    if unknown:
+        parser.error(f"unknown tool {unknown[0]}; known: {', '.join(ALL_TOOLS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_rollout: run as root (it creates the WN user and runs sshd)", file=sys.stderr)
+        return 2
+    CACHE.mkdir(exist_ok=True)
+    peers = [t for t in args.tools if t in ("pyinfra", "ansible", "pssh")]
+    bin_dir = peers_venv(CACHE) if peers else None
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}, paramiko {paramiko.__version__}")
+    if bin_dir is not None:
+        print("peers: " + ", ".join(f"{k} {v}" for k, v in sorted(versions(bin_dir).items())))
+    results: dict[str, Figures] = {}
+    with tempfile.TemporaryDirectory(prefix="siteadmin-bench-rollout-") as tmp:
+        harness = Harness(Path(tmp), args.hosts, CACHE)
+        try:
+            harness.up()
+            print(
+                f"site: {args.hosts} WNs on {len(harness.specs)} sshd, parallelism {args.parallel}, one batch, median of {args.runs}; "
+                f"WN shell: {node_shell_cost(harness.user) * 1000:.1f} ms CPU per command (root's rc here: {node_shell_cost(None, 5) * 1000:.0f} ms)"
+            )
+            site = write_site(harness, 1)
+            template = peer_template(site, harness, 1)
+            template_path = Path(tmp) / "aria2c.conf.j2"
+            template_path.write_text(template, encoding="utf-8")
+            print(f"profile: {len(fill(template, harness.nodes[0], 10))} bytes per WN")
+            generation = 100
+            for name in args.tools:
+                tool = build_tool(name, harness, template, template_path, bin_dir, Path(tmp) / "peers" / name)
+                print(f"{name}:")
+                results[name] = measure(harness, tool, args.runs, args.parallel, generation, print)
+                generation += 100
+                if args.profile and name.startswith("siteadmin"):
+                    print(profile_run(harness, tool, generation, args.parallel))
+                    generation += 100
+        finally:
+            harness.down()
+    summary(results, args)
+    return 0
+
+
+def build_tool(name: str, harness: Harness, template: str, template_path: Path, bin_dir: Path | None, work: Path) -> Tool:
+    if name == "paramiko":
+        return ParamikoFloor(harness, template)
+    if name == "paramiko-nodelay":
+        return ParamikoFloor(harness, template, nodelay=True)
+    if name == "siteadmin-steps":
+        return SiteadminSteps(harness)
+    if name == "pyinfra":
+        assert bin_dir is not None
+        return Pyinfra(harness, bin_dir, template_path, work)
+    if name == "ansible":
+        assert bin_dir is not None
+        return Ansible(harness, bin_dir, template_path, work)
+    if name == "pssh":
+        assert bin_dir is not None
+        return ParallelSsh(harness, bin_dir, template_path, work)
+    raise SystemExit(f"{name}: not built yet")
+
+
+def summary(results: dict[str, Figures], args: argparse.Namespace) -> None:
+    print()
+    print(f"{'tool':18} {'changed':>10} {'no change':>10}   (median wall time of {args.runs}; {args.hosts} WNs)")
+    medians = {name: (Figures.median(f.changed), Figures.median(f.unchanged)) for name, f in results.items()}
+    for name, (changed, unchanged) in medians.items():
+        print(f"{name:18} {changed.wall:9.2f}s {unchanged.wall:9.2f}s")
+    base = medians.get("siteadmin")
+    if base is None:
+        return
+    print()
+
+    def ratio(label: str, num: float, den: float, goal: str, ok: bool) -> None:
+        print(f"{label}: {num / den:.2f}x ({goal}: {'met' if ok else 'NOT met'})")
+
+    for peer, goal in (("pyinfra", 2.0), ("ansible", 20.0)):
+        if peer in medians:
+            pc, pu = medians[peer]
+            ratio(f"{peer}/siteadmin changed", pc.wall, base[0].wall, f"goal >= {goal:g}x", pc.wall / base[0].wall >= goal)
+            ratio(f"{peer}/siteadmin no change", pu.wall, base[1].wall, "no goal", True)
+    if "paramiko" in medians:
+        fc, fu = medians["paramiko"]
+        ratio("siteadmin/paramiko-floor changed", base[0].wall, fc.wall, "goal <= 1.3x", base[0].wall / fc.wall <= 1.3)
+        ratio("siteadmin/paramiko-floor no change", base[1].wall, fu.wall, "goal <= 1.3x", base[1].wall / fu.wall <= 1.3)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
