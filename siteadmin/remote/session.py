@@ -100,17 +100,27 @@ class Session:
             ``EOFError`` or ``paramiko.SSHException`` as paramiko's do.
 
         Raises:
-            SshError: SFTP cannot be started (outcome ``sftp failed``), or a ``TimeoutError``
-                left the block (outcome ``sftp timed out``).
+            SshError: SFTP cannot be started (outcome ``sftp failed``); the WN does not answer
+                (outcome ``sftp timed out``; the session is closed); a ``TimeoutError`` left the block.
+            ConnectFailed: the connection is gone.
         """
         limit = self._command_timeout if timeout is None else timeout
-        chan = self._channel()
-        # invoke_subsystem waits for the WN's reply without any limit: close the channel to end it
+        try:
+            chan = self.transport.open_session(timeout=self._connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if "Timeout" not in str(exc):  # paramiko's "Timeout opening channel."
+                raise ConnectFailed(self.host, f"cannot open an SSH channel: {exc or type(exc).__name__}", outcome="connection lost") from None
+            self.close()
+            raise SshError(
+                self.host, f"no answer opening an SSH channel within {self._connect_timeout:g} s; the WN or its sshd is stalled", outcome="sftp timed out"
+            ) from None
+        # invoke_subsystem waits for the WN's reply without any limit; closing the session ends
+        # the wait (closing only the channel could block on a connection wedged by the stall)
         fired = threading.Event()
 
         def stall() -> None:
             fired.set()
-            chan.close()
+            self.close()
 
         watchdog = threading.Timer(limit, stall)
         watchdog.daemon = True
@@ -123,9 +133,10 @@ class Session:
             finally:
                 watchdog.cancel()
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            chan.close()
             if isinstance(exc, TimeoutError) or fired.is_set():
+                self.close()
                 raise self._sftp_stalled(limit) from None
+            chan.close()
             raise SshError(self.host, f"cannot start SFTP: {exc or type(exc).__name__}", outcome="sftp failed") from None
         try:
             yield client
@@ -300,7 +311,7 @@ class _SFTPClient(paramiko.SFTPClient):
 
     def _give_up(self) -> None:
         self._stalled = True
-        transport = self.sock.get_transport()
+        transport = self.sock.get_transport()  # the session notices: is_active() is False
         if transport is not None:
             transport.close()
 

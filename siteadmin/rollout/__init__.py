@@ -1,13 +1,13 @@
 """Rollout of aria2c profiles to the WNs: plan, apply, roll back (``siteadmin apply``, ``siteadmin rollback``, the console).
 
-``service`` does the work on the WNs over the one WN service; ``plan`` holds the pure parts
+``service`` does the work on the WNs over the one WN service; ``changes`` holds the pure parts
 (classification, masked diff, live-or-restart marking, the lock's content). Core: never imports
 the CLI, the console or the lab.
 """
 
 from __future__ import annotations
 
-from siteadmin.rollout.plan import CHANGED, NEW, UNCHANGED, LockInfo, OptionChange
+from siteadmin.rollout.changes import CHANGED, NEW, UNCHANGED, LockInfo, OptionChange
 from siteadmin.rollout.service import (
     BUSY,
     LOCKED,

@@ -60,7 +60,7 @@ from siteadmin.remote.errors import SshError, TunnelError
 from siteadmin.remote.fanout import CANCELLED, NOT_STARTED, Batches, HostResult, Progress
 from siteadmin.remote.service import WNService
 from siteadmin.remote.session import CommandResult, Session
-from siteadmin.rollout import plan as p
+from siteadmin.rollout import changes as p
 from siteadmin.site import Site
 
 LOCK_SUFFIX = ".siteadmin-lock"

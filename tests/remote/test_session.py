@@ -388,6 +388,33 @@ def test_sftp_on_a_stalled_wn_fails_within_the_timeout(ssh_lab: Any, tmp_path: P
     assert {e.outcome for e in errors.values()} == {"sftp timed out"}
 
 
+def test_sftp_on_a_wn_stalled_before_the_step_fails_within_the_timeout(ssh_lab: Any) -> None:
+    spec = ssh_lab.spec("wn003.lab")
+    site = ssh_lab.site(ssh_lab.write_site("stall-early", {"wn003.lab": spec.port}, ssh={"command_timeout": 2.0, "connect_timeout": 2.0}))
+    errors: list[SshError] = []
+
+    def step(session: Session) -> None:
+        try:
+            with session.sftp() as sftp:
+                sftp.listdir("/")
+        except SshError as exc:
+            errors.append(exc)
+
+    with SessionPool(site) as pool:
+        session = pool.connect("wn003.lab")
+        serving = int(session.run("echo $PPID", remote_kill=False).stdout)
+        with _stalled(serving):
+            started = time.monotonic()
+            thread = threading.Thread(target=step, args=(session,), daemon=True)
+            thread.start()
+            thread.join(6.0)
+            assert not thread.is_alive(), "starting SFTP on a stalled WN hung"
+            assert time.monotonic() - started < 5.0
+        assert not session.is_active()  # given up: nothing else waits on a wedged connection
+    assert [e.one_line() for e in errors] == ["wn003.lab: no answer opening an SSH channel within 2 s; the WN or its sshd is stalled"]
+    assert errors[0].outcome == "sftp timed out"
+
+
 def test_sessions_send_keepalives(ssh_lab: Any) -> None:
     from siteadmin.remote.pool import KEEPALIVE_INTERVAL
 
