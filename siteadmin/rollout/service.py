@@ -816,7 +816,10 @@ def _accept_options(run: _Run, accept_new: bool) -> dict[str, Any]:
         return {}
 
     def accepted(host: str, name: str, keytype: str, fingerprint: str, path: str) -> None:
-        run.record({"action": "hostkey.accept-new", "host": host, "name": name, "keytype": keytype, "fingerprint": fingerprint, "known_hosts": path})
+        # a dry run too: the key was written to known_hosts, because the admin asked for it
+        if run.write_audit:
+            event = {"action": "hostkey.accept-new", "host": host, "name": name, "keytype": keytype, "fingerprint": fingerprint, "known_hosts": path}
+            audit.record(run.audit_path, {"run": run.run_id, **event})
 
     return {"accept_new": True, "on_accept": accepted}
 
