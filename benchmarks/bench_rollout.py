@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import cProfile
 import dataclasses
+import functools
 import io
 import os
 import platform
@@ -39,10 +41,12 @@ import resource
 import secrets
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -53,13 +57,17 @@ from _rollout_harness import NODE_USER, Harness, Node, node_shell_cost  # noqa: 
 from _rollout_peers import Ansible, ParallelSsh, Pyinfra, peers_venv, versions  # noqa: E402
 from paramiko import sftp as sftp_proto  # noqa: E402
 
+from siteadmin import rollout  # noqa: E402
 from siteadmin.aria2conf import render  # noqa: E402
-from siteadmin.remote import WNService, files  # noqa: E402
+from siteadmin.remote import Session, SessionPool, WNService, files  # noqa: E402
+from siteadmin.rollout import service as rollout_service  # noqa: E402
 from siteadmin.site import NodeSection, Site, load_site  # noqa: E402
 
 CACHE = Path(tempfile.gettempdir()) / "siteadmin-bench-cache"
 ALL_TOOLS = ("siteadmin", "siteadmin-full", "siteadmin-steps", "paramiko", "paramiko-nodelay", "pyinfra", "ansible", "pssh")
 DEFAULT_TOOLS = "siteadmin,siteadmin-full,paramiko,pyinfra,ansible"
+DAEMON_RPC_BASE = 26800
+"""The aria2c daemon of WN i (0-based) listens for RPC on this port + i: all WNs share one loopback."""
 CHANGING_OPTION = "max-overall-upload-limit"
 """The one option whose value differs from run to run (live over RPC, so (b) reloads, never restarts)."""
 
@@ -121,8 +129,12 @@ def _q(text: object) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_site(harness: Harness, generation: int, tool: str = "siteadmin") -> Site:
-    """The site.toml siteadmin reads (every WN with its address, port and own config path); loaded."""
+def write_site(harness: Harness, generation: int, tool: str = "siteadmin", daemons: Sequence[Node] = ()) -> Site:
+    """The site.toml siteadmin reads (every WN with its address, port and own config path); loaded.
+
+    ``daemons``: WNs that run an aria2c daemon; they get their own RPC port and state files
+    (all WNs share this machine's loopback and disk), so their profiles differ WN by WN.
+    """
     per_node_path = "config_path" in {f.name for f in dataclasses.fields(NodeSection)}
     root = harness.root
     lines = [
@@ -138,6 +150,7 @@ def write_site(harness: Harness, generation: int, tool: str = "siteadmin") -> Si
         "parallelism = 50",
         "[aria2c]",
         f"rpc_secret_file = {_q(root / 'rpc-secret')}",
+        f"state_dirs = [\"/var/lib/aria2\", \"/var/log/aria2\", {_q(root / 'wn')}]",
         "[aria2c.options]",
         SITE_OPTIONS.strip(),
         f'{CHANGING_OPTION} = "{generation}M"',
@@ -153,6 +166,19 @@ def write_site(harness: Harness, generation: int, tool: str = "siteadmin") -> Si
         lines += [f"[wns.nodes.{_q(node.name)}]", f"address = {_q(node.address)}", f"port = {node.port}"]
         if per_node_path:
             lines.append(f"config_path = {_q(node.config_path(tool))}")
+        if node in daemons:
+            state = node.dir / "aria2-state"
+            if not state.is_dir():
+                state.mkdir(mode=0o755)
+                harness.own(state)
+            own = {
+                "rpc-listen-port": DAEMON_RPC_BASE + harness.nodes.index(node),
+                "dir": _q(state / "downloads"),
+                "save-session": _q(state / "session"),
+                "log": _q(state / "aria2c.log"),
+                "dht-file-path": _q(state / "dht.dat"),
+            }
+            lines.append("aria2c = { " + ", ".join(f"{k} = {v}" for k, v in own.items()) + " }")
     path = root / f"site-{tool}.toml"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -267,6 +293,155 @@ class SiteadminSteps:
             raise RuntimeError(f"{len(bad)} WNs failed, first {bad[0].host}: {bad[0].error}")
 
 
+class SiteadminRollout:
+    """siteadmin: the core rollout service (``siteadmin.rollout.apply``), one batch, on every WN or a subset.
+
+    ``full`` False is figure (a): ``validate=False, reload=False``, the service's own parameters,
+    so it does the peers' work plus the lock, the plan (profile check), the backup and the audit
+    records. ``full`` True is figure (b): validation by each WN's aria2c and the live reload with
+    its read-back, so each WN of the subset runs an aria2c daemon (``start_daemons``).
+    """
+
+    def __init__(self, harness: Harness, *, full: bool = False, nodes: Sequence[Node] | None = None) -> None:
+        self.name = "siteadmin-full" if full else "siteadmin"
+        self.harness = harness
+        self.full = full
+        self.nodes = list(nodes if nodes is not None else harness.nodes)
+        self.daemons: list[subprocess.Popen[bytes]] = []
+        list(harness.tool_dirs(self.name))
+
+    def site(self, generation: int) -> Site:
+        return write_site(self.harness, generation, self.name, daemons=self.nodes if self.full else ())
+
+    def run(self, generation: int, parallel: int) -> None:
+        site = self.site(generation)
+        result = rollout.apply(site, [n.name for n in self.nodes], validate=self.full, reload=bool(self.daemons), parallelism=parallel)
+        if not result.ok:
+            first = result.failed[0]
+            raise RuntimeError(f"{self.name}: {len(result.failed)} WNs failed, first {first.host}: {first.error}")
+        if self.full and self.daemons:
+            wrong = [r.host for r in result.reports if r.outcome != "unchanged" and r.reloaded != "rpc"]
+            if wrong:
+                raise RuntimeError(f"{self.name}: {len(wrong)} changed WNs not reloaded over RPC, first {wrong[0]}")
+
+    def start_daemons(self) -> None:
+        """One aria2c daemon per WN of the subset, as the WN user, reading the file the warm-up run wrote."""
+        user = self.harness.user
+        assert user is not None
+        if not self.full:
+            return
+        for node in self.nodes:
+            state = node.dir / "aria2-state"
+            log = state / "daemon.out"
+            with log.open("ab") as out:
+                self.daemons.append(
+                    subprocess.Popen(
+                        ["aria2c", f"--conf-path={node.config_path(self.name)}"],
+                        cwd=state, env={"HOME": str(state), "PATH": "/usr/bin:/bin"}, user=user.pw_uid, group=user.pw_gid, extra_groups=[],
+                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    )
+                )
+        for node in self.nodes:
+            wait_port(DAEMON_RPC_BASE + self.harness.nodes.index(node), 10.0)
+
+    def stop_daemons(self) -> None:
+        for proc in self.daemons:
+            proc.terminate()
+        for proc in self.daemons:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.daemons = []
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no aria2c RPC on 127.0.0.1:{port} within {timeout:g} s") from None
+            time.sleep(0.05)
+
+
+class StepTimer:
+    """Wall time per rollout step, summed over the WNs (threads), by wrapping the steps the service calls."""
+
+    STEPS = (
+        (rollout_service, "check_profiles", "profile check (VoBox)"),
+        (SessionPool, "connect", "connect + handshake + auth"),
+        (Session, "sftp", "sftp channel open"),
+        (rollout_service, "take_lock", "lock"),
+        (files, "remove_stale_temps", "stale temp scan"),
+        (files, "read_file", "read current file"),
+        (rollout_service, "_report", "plan (classify, diff)"),
+        (files, "backup", "backup"),
+        (files, "write_temp", "write private temp"),
+        (files, "validate", "validate with WN's aria2c"),
+        (files, "install", "install (owner/mode, rename)"),
+        (rollout_service, "_reload", "reload (RPC + read-back)"),
+        (rollout_service, "drop_lock", "unlock"),
+        (rollout_service, "_audit_host", "audit record"),
+        (rollout_service, "_apply_host", "whole WN (after connect)"),
+    )
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._saved: list[tuple[object, str, object]] = []
+
+    def __enter__(self) -> StepTimer:
+        for owner, attr, label in self.STEPS:
+            original = getattr(owner, attr)
+            self._saved.append((owner, attr, original))
+            setattr(owner, attr, self._wrap(original, label, attr == "sftp"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, attr, original in reversed(self._saved):
+            setattr(owner, attr, original)
+        self._saved = []
+
+    def _add(self, label: str, seconds: float) -> None:
+        with self._lock:
+            self.totals[label] = self.totals.get(label, 0.0) + seconds
+            self.counts[label] = self.counts.get(label, 0) + 1
+
+    def _wrap(self, fn: Callable[..., object], label: str, context: bool) -> Callable[..., object]:
+        if context:
+            @contextlib.contextmanager
+            def opened(*args: object, **kwargs: object) -> Iterator[object]:
+                t0 = time.perf_counter()
+                with fn(*args, **kwargs) as value:  # type: ignore[attr-defined]
+                    self._add(label, time.perf_counter() - t0)
+                    yield value
+
+            return opened
+
+        @functools.wraps(fn)
+        def timed_step(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._add(label, time.perf_counter() - t0)
+
+        return timed_step
+
+    def lines(self, hosts: int) -> list[str]:
+        out = []
+        for _, _, label in self.STEPS:
+            if label in self.totals:
+                total = self.totals[label]
+                out.append(f"    {label:28} {total:7.2f} s over {self.counts[label]:4d} calls, {total / hosts * 1000:7.1f} ms per WN")
+        return out
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -319,17 +494,21 @@ def measure(harness: Harness, tool: Tool, runs: int, parallel: int, start: int, 
     """A warm-up run that creates the files, ``runs`` changed runs, then ``runs`` no-change runs."""
     figures = Figures()
     generation = start
+    nodes = getattr(tool, "nodes", None)
     tool.run(generation, parallel)
-    verify(harness, tool.name, generation)
+    verify(harness, tool.name, generation, nodes)
+    after_warm_up = getattr(tool, "start_daemons", None)
+    if after_warm_up is not None:
+        after_warm_up()
     for _ in range(runs):
         generation += 1
         sample = timed(harness, lambda g=generation: tool.run(g, parallel))  # type: ignore[misc]
-        verify(harness, tool.name, generation)
+        verify(harness, tool.name, generation, nodes)
         figures.changed.append(sample)
         log(f"  {tool.name} changed: {_fmt(sample)}")
     for _ in range(runs):
         sample = timed(harness, lambda: tool.run(generation, parallel))
-        verify(harness, tool.name, generation)
+        verify(harness, tool.name, generation, nodes)
         figures.unchanged.append(sample)
         log(f"  {tool.name} no change: {_fmt(sample)}")
     return figures
@@ -397,26 +576,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"profile: {len(fill(template, harness.nodes[0], 10))} bytes per WN")
             generation = 100
             for name in args.tools:
-                tool = build_tool(name, harness, template, template_path, bin_dir, Path(tmp) / "peers" / name)
-                print(f"{name}:")
-                results[name] = measure(harness, tool, args.runs, args.parallel, generation, print)
+                tool = build_tool(name, harness, template, template_path, bin_dir, Path(tmp) / "peers" / name, args.full_hosts)
+                hosts = len(tool.nodes) if isinstance(tool, SiteadminRollout) else args.hosts
+                print(f"{name} ({hosts} WNs):")
+                try:
+                    results[name] = measure(harness, tool, args.runs, args.parallel, generation, print)
+                    if isinstance(tool, SiteadminRollout):
+                        for label, gen in (("changed", generation + 50), ("no change", generation + 50)):
+                            with StepTimer() as steps:
+                                sample = timed(harness, lambda g=gen, t=tool: t.run(g, args.parallel))  # type: ignore[misc]
+                            print(f"  where the time goes, one {label} run ({_fmt(sample)}), summed over the WNs' threads:")
+                            print("\n".join(steps.lines(hosts)))
+                        if args.profile:
+                            print(profile_run(harness, tool, generation + 60, args.parallel))
+                finally:
+                    if isinstance(tool, SiteadminRollout):
+                        tool.stop_daemons()
                 generation += 100
-                if args.profile and name.startswith("siteadmin"):
-                    print(profile_run(harness, tool, generation, args.parallel))
-                    generation += 100
         finally:
             harness.down()
     summary(results, args)
     return 0
 
 
-def build_tool(name: str, harness: Harness, template: str, template_path: Path, bin_dir: Path | None, work: Path) -> Tool:
+def build_tool(name: str, harness: Harness, template: str, template_path: Path, bin_dir: Path | None, work: Path, full_hosts: int) -> Tool:
     if name == "paramiko":
         return ParamikoFloor(harness, template)
     if name == "paramiko-nodelay":
         return ParamikoFloor(harness, template, nodelay=True)
     if name == "siteadmin-steps":
         return SiteadminSteps(harness)
+    if name == "siteadmin":
+        return SiteadminRollout(harness)
+    if name == "siteadmin-full":
+        return SiteadminRollout(harness, full=True, nodes=harness.nodes[:full_hosts])
     if name == "pyinfra":
         assert bin_dir is not None
         return Pyinfra(harness, bin_dir, template_path, work)

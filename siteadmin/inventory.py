@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ from siteadmin.site import Site
 
 GROUP_RE = re.compile(r"@([A-Za-z0-9_.-]+)")
 
-__all__ = ["WN", "Inventory", "fold", "parse_hostlist"]
+__all__ = ["WN", "Inventory", "config_path_for", "fold", "parse_hostlist", "restart_command_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,35 @@ class Inventory:
         if node is not None:
             layers.append((f"host {host}", node.aria2c))
         return layers
+
+
+def config_path_for(site: Site, host: str) -> str:
+    """Where a WN's aria2c config lives: its own ``[wns.nodes."<host>"] config_path``, else ``[rollout] config_path``.
+
+    Args:
+        site: the site config.
+        host: the WN's name.
+
+    Returns:
+        An absolute path on the WN.
+    """
+    node = site.wns.nodes.get(host)
+    return node.config_path if node is not None and node.config_path else site.rollout.config_path
+
+
+def restart_command_for(site: Site, host: str) -> str:
+    """``[rollout] restart_command`` for one WN: ``{config_path}`` replaced by its config path, shell-quoted.
+
+    Only that one placeholder is replaced, so other braces (``${HOME}``) reach the shell as written.
+
+    Args:
+        site: the site config.
+        host: the WN's name.
+
+    Returns:
+        The command line to run on the WN.
+    """
+    return site.rollout.restart_command.replace("{config_path}", shlex.quote(config_path_for(site, host)))
 
 
 def _split_terms(pattern: str) -> list[str]:

@@ -333,6 +333,10 @@ class NodeSection:
 
     address: str = setting("", "Address to connect to instead of the host name.", check_optional_host)
     port: int = setting(0, "SSH port of this WN; 0 uses ssh.port.", lambda v: None if v == 0 else check_port(v))
+    config_path: str = setting(
+        "", "Path of the aria2c config on this WN when it differs from rollout.config_path; empty uses rollout.config_path.",
+        lambda v: None if v == "" else check_absolute_path(v),
+    )
     aria2c: dict[str, Any] = setting({}, "aria2c options overriding site and group profile for this host.", options=True)
 
 
@@ -410,7 +414,11 @@ class RolloutSection:
         "busy and keeps the new file for its next restart (apply --restart-now restarts at once).",
         check_timeout,
     )
-    restart_command: str = setting("systemctl restart aria2c", "Command run on a WN when a changed option needs a restart.", check_mode_free_text)
+    restart_command: str = setting(
+        "systemctl restart aria2c",
+        "Command run on a WN when a changed option needs a restart; {config_path} in it becomes that WN's config path, shell-quoted.",
+        check_mode_free_text,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

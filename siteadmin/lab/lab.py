@@ -343,8 +343,12 @@ class Lab:
                 ldap_port=ports["ldap"], ldaps_port=ports["ldaps"], server_names=[layout.host],
             )
             ssh_fs = [
+                # loopback: sshd's files in the WN dir; netns: the WN's own /etc/ssh and /root/.ssh, as on a site
                 pool.submit(sshd.prepare_sshd, wn.path / "ssh", name=wn.name, listen_host=wn.address, port=wn.ssh_port,
                             authorized_keys=authorized, check=(wn.index == 1))
+                if loopback else
+                pool.submit(sshd.prepare_sshd, wn.host_path("/etc/ssh"), name=wn.name, listen_host=wn.address, port=wn.ssh_port,
+                            authorized_keys=wn.host_path(f"{wns.HOME_DIR}/.ssh/authorized_keys"), seen_from=wn.fs)
                 for wn in wn_list
             ]
             if net_f is not None:
@@ -363,17 +367,26 @@ class Lab:
         }
 
         # ---- the site config, then each WN's aria2c conf rendered from it exactly as `siteadmin render` does
+        service_script = None
+        if loopback:
+            # the WNs share the host's filesystem: one service script for all, told each WN's config path
+            service_script = self.dir / "wns" / "aria2c-service"
+            service_script.parent.mkdir(parents=True, exist_ok=True)
+            service_script.write_text(wns.SERVICE_SCRIPT)
+            service_script.chmod(0o755)
         facts = sitefile.SiteFacts(
             ldaps_url=ldap.ldaps_url, ca_file=ldap.ca_file, bind_dn=ldap.admin_dn, password_file=ldap.admin_password_file,
             base=ldap.base, tracker_host=layout.host, tracker_port=layout.tracker_port, seeder_host=layout.host,
             seeder_port=layout.seeder_port, http_fallback=layout.http_base, wns=wn_list, ssh_user=ssh_user, ssh_key=key,
             known_hosts=known_hosts, rpc_secret_file=rpc_secret_file, rpc_port=wns.RPC_PORT if not loopback else wn_list[0].rpc_port,
-            loopback=loopback,
+            loopback=loopback, restart_command=wns.restart_command(service_script),
         )
         self.site_path.write_text(sitefile.site_toml_text(facts, self.dir))
         self._site = None
         site = load_site(self.site_path)
-        aria_runs = [wns.prepare_aria2c(wn, render(site, wn.name, create_secret=False).text) for wn in wn_list]
+        for wn in wn_list:
+            wns.prepare(wn, render(site, wn.name, create_secret=False).text, authorized_keys=authorized, loopback=loopback)
+        self.state["service_script"] = str(service_script) if service_script is not None else None
         times["prepare"] = time.monotonic() - t0
 
         # ---- start every process, then wait for all of them at once
@@ -393,9 +406,15 @@ class Lab:
             seeder_conf = central.seeder_conf(layout, package, loopback)
             seeder_env = {"HOME": str(cern_dir), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             start("seeder", central.seeder_argv(seeder_conf, torrent), cern_dir / "seeder.log", cern_ns, seeder_env)
-            for wn, spec, (argv, env) in zip(wn_list, ssh_specs, aria_runs, strict=True):
-                start(f"sshd {wn.name}", spec.argv, wn.path / "sshd.log", wn.ns)
-                start(f"aria2c {wn.name}", argv, wn.path / "aria2c.log", wn.ns, env)
+            for wn, spec in zip(wn_list, ssh_specs, strict=True):
+                if loopback:
+                    start(f"sshd {wn.name}", spec.argv, wn.path / "sshd.log", None)
+                else:
+                    # one launcher per WN: its mount namespace, its aria2c (service script), then its sshd
+                    start(f"sshd {wn.name}", wns.launcher_argv(wn), wn.path / "sshd.log", wn.ns, wns.LAUNCH_ENV)
+            if loopback:
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    list(pool.map(lambda wn: self._service(wn, "start"), wn_list))
         finally:
             self.state["processes"] = [dataclasses.asdict(r) for r in records]
             self._save()
@@ -411,11 +430,69 @@ class Lab:
         for wn in wn_list:
             waits.append((f"sshd {wn.name}", _banner(wn.address, wn.ssh_port)))
             waits.append((f"aria2c {wn.name}", _rpc_ready(wn, rpc_secret)))
-        _wait_all(waits, records, timeout)
+        try:
+            _wait_all(waits, records, timeout)
+        finally:
+            # aria2c was started by each WN's service script: remember it by the pid the script wrote
+            for wn in wn_list:
+                record = _service_record(wn)
+                if record is not None:
+                    records.append(record)
+            self.state["processes"] = [dataclasses.asdict(r) for r in records]
+            self._save()
         del slapd_rec
         times["ready"] = time.monotonic() - t2
 
         self._save()
+
+    def _service(self, wn: WNLayout, action: str) -> str:
+        """Run a WN's aria2c service script (start, stop, restart, status) as the WN would.
+
+        Returns:
+            What the script printed.
+
+        Raises:
+            LabError: the script failed (its message; for ``status``, aria2c not running).
+        """
+        script = self.state.get("service_script")
+        argv = wns.service_command(wn, action, Path(script) if script else None)
+        done = self.wn_exec(wn.name, argv, timeout=30.0)
+        if done.returncode != 0:
+            why = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()[-1]
+            raise LabError(f"{wn.name}: aria2c {action}: {why}")
+        return str(done.stdout)
+
+    def aria2c_service(self, name: str, action: str) -> str:
+        """Run WN ``name``'s aria2c service script with ``action`` (start, stop, restart, status) on that WN.
+
+        Returns:
+            What the script printed.
+
+        Raises:
+            LabError: the script failed.
+        """
+        return self._service(self.wn(name), action)
+
+    def aria2c_pid(self, name: str) -> int | None:
+        """The pid of WN ``name``'s aria2c as its service script recorded it, None when it is not running."""
+        record = _service_record(self.wn(name))
+        return record.pid if record is not None and proc.alive(record) else None
+
+    def wn_exec(self, name: str, argv: list[str], *, input_text: str | None = None, timeout: float = 30.0) -> Any:
+        """Run a command on WN ``name`` as its sshd would: in its network and mount namespaces
+        (netns mode; the WN's /etc, /var and /root), or here (loopback mode). Output captured.
+
+        Raises:
+            LabError: when the WN's sshd (whose namespaces the command enters) is not running.
+        """
+        wn = self.wn(name)
+        if wn.ns is None:
+            return netns.run_in(None, argv, input_text=input_text, timeout=timeout)
+        record = next((r for r in self.processes if r.name == f"sshd {name}"), None)
+        if record is None or not proc.alive(record):
+            raise LabError(f"{name}: its sshd is not running", "run `siteadmin lab up` again")
+        full = ["nsenter", f"--target={record.pid}", "--mount", "--net", "--", "env", "-i", *(f"{k}={v}" for k, v in wns.LAUNCH_ENV.items()), *argv]
+        return netns.run_in(None, full, input_text=input_text, timeout=timeout)
 
     def _package(self, layout: CentralLayout, package_mb: int) -> tuple[Path, Path, dict[str, Any]]:
         package = central.make_package(self.cache_dir, package_mb)
@@ -518,6 +595,16 @@ class Lab:
                     path.unlink(missing_ok=True)
         else:
             self.state_path.unlink(missing_ok=True)
+
+
+def _service_record(wn: WNLayout) -> proc.ProcRecord | None:
+    """The WN's aria2c as a process record, from the pid file its service script keeps."""
+    pid_file = wn.host_path(f"{wns.STATE_DIR}/aria2c.pid")
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return proc.record_of(f"aria2c {wn.name}", pid, log=wn.host_path(f"{wns.LOG_DIR}/aria2c.log"))
 
 
 def _quiet(fn: Callable[[], object]) -> bool:

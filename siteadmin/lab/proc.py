@@ -82,6 +82,19 @@ def spawn(name: str, argv: Sequence[str], *, log: Path, env: Mapping[str, str] |
     return ProcRecord(name=name, pid=popen.pid, start_time=stat[1] if stat else 0, argv=full, log=str(log))
 
 
+def record_of(name: str, pid: int, *, log: Path) -> ProcRecord | None:
+    """A record of a running process the lab did not start itself (a WN's aria2c, started by its
+    service script); None when there is no such process."""
+    stat = _stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
+    except OSError:
+        argv = []
+    return ProcRecord(name=name, pid=pid, start_time=stat[1], argv=argv, log=str(log))
+
+
 def exited_early(record: ProcRecord) -> str | None:
     """A one-line reason when the process is gone: its exit status and the last log line."""
     if alive(record):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from siteadmin.inventory import fold
-from siteadmin.lab.wns import SITE_OPTIONS, WNLayout, node_options
+from siteadmin.lab.wns import CONFIG_PATH, SITE_OPTIONS, WNLayout, config_path, node_options
 
 SITE_NAME = "LAB"
 
@@ -38,6 +38,9 @@ class SiteFacts:
     rpc_port: int
     loopback: bool
     """Loopback mode: every WN's aria2c listens on its own ports and address."""
+    restart_command: str
+    """``[rollout] restart_command``: the WNs' aria2c service script (``{config_path}`` in loopback mode)."""
+    backups_kept: int = 3
 
 
 def _q(value: object) -> str:
@@ -61,9 +64,22 @@ def _ports_line(facts: SiteFacts) -> list[str]:
 
 
 def _state_dirs_line(facts: SiteFacts) -> list[str]:
-    """Each lab WN keeps its DHT table and session in its own folder (wns/<name>/), beside its dir."""
+    """Loopback mode: each lab WN keeps its DHT table and session in its own folder (wns/<name>/),
+    beside its dir. netns mode: in /var/lib/aria2 as on a site (the default state_dirs)."""
+    if not facts.loopback:
+        return []
     folders = sorted({str(Path(wn.dir).parent) for wn in facts.wns})
     return [f"state_dirs = [{', '.join(_q(f) for f in folders)}]"] if folders else []
+
+
+def _rollout_lines(facts: SiteFacts, lab_dir: Path) -> list[str]:
+    """[rollout]: netns WNs have their own /etc/aria2/aria2c.conf; loopback WNs share the host's
+    filesystem, so each names its own config_path (never the VoBox's /etc/aria2)."""
+    target = CONFIG_PATH if not facts.loopback else str(lab_dir.resolve() / "wns" / "aria2c.conf")
+    lines = ["[rollout]"]
+    if facts.loopback:
+        lines.append("# every lab WN names its own config_path in [wns.nodes]; this one is never a WN's")
+    return lines + [f"config_path = {_q(target)}", f"backups_kept = {facts.backups_kept}", f"restart_command = {_q(facts.restart_command)}", ""]
 
 
 def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
@@ -96,7 +112,8 @@ def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
     ]
     for wn in facts.wns:
         node = ", ".join(f"{_q(k)} = {_q(v)}" for k, v in node_options(wn, loopback=facts.loopback).items())
-        lines += [f"[wns.nodes.{_q(wn.name)}]", f"address = {_q(wn.address)}", f"port = {wn.ssh_port}", f"aria2c = {{ {node} }}", ""]
+        own = [f"config_path = {_q(config_path(wn, loopback=True))}"] if facts.loopback else []
+        lines += [f"[wns.nodes.{_q(wn.name)}]", f"address = {_q(wn.address)}", f"port = {wn.ssh_port}", *own, f"aria2c = {{ {node} }}", ""]
     lines += [
         "[ssh]",
         f"user = {_q(facts.ssh_user)}",
@@ -109,6 +126,7 @@ def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
         *_state_dirs_line(facts),
         f"options = {{ {options} }}",
         "",
+        *_rollout_lines(facts, lab_dir),
         "[audit]",
         f"path = {_q('audit.jsonl')}",
         "",

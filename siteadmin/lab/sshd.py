@@ -166,6 +166,7 @@ def prepare_sshd(
     log_level: str = "VERBOSE",
     check: bool = True,
     use_pam: bool | None = None,
+    seen_from: Path | None = None,
 ) -> SshdSpec:
     """Write one WN's host key and sshd_config under ``workdir`` and say how to run it.
 
@@ -180,6 +181,10 @@ def prepare_sshd(
         use_pam: None decides by who runs it: no PAM as root; PAM as non-root, because an
             unprivileged sshd without PAM cannot read /etc/shadow and refuses every account as
             "locked" (measured on Debian 12); with PAM only the user running sshd can log in.
+        seen_from: the host folder that is ``/`` for this sshd (a lab WN's own files, mounted in
+            its mount namespace): ``workdir`` and ``authorized_keys`` must lie inside it, and the
+            config names them as the WN sees them (``/etc/ssh/...``), so it reads nothing of the
+            lab directory once running. ``check`` is skipped then (the paths exist only inside).
 
     Returns:
         The frozen ``SshdSpec``.
@@ -194,6 +199,15 @@ def prepare_sshd(
         _arg(path)  # refuse paths sshd_config cannot hold before writing anything
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _ensure_privsep_dir()
+
+    def seen(path: Path) -> Path:
+        if seen_from is None:
+            return path
+        try:
+            return Path("/") / path.absolute().relative_to(seen_from.absolute())
+        except ValueError:
+            raise LabError(f"{name}: {path} is not inside {seen_from}") from None
+
     host_key = workdir / "ssh_host_ed25519_key"
     pub_line = _new_ed25519(host_key, f"root@{name}")
     config_path = workdir / "sshd_config"
@@ -202,9 +216,9 @@ def prepare_sshd(
         _config_text(
             listen_host=listen_host,
             port=port,
-            host_key=host_key,
-            authorized_keys=authorized_keys.absolute(),
-            pid_path=pid_path,
+            host_key=seen(host_key),
+            authorized_keys=seen(authorized_keys.absolute()),
+            pid_path=seen(pid_path),
             log_level=log_level,
             use_pam=os.geteuid() != 0 if use_pam is None else use_pam,
         ),
@@ -212,7 +226,7 @@ def prepare_sshd(
     )
     spec = SshdSpec(
         name=name,
-        argv=(SSHD, "-D", "-e", "-f", str(config_path)),
+        argv=(SSHD, "-D", "-e", "-f", str(seen(config_path))),
         host=listen_host,
         port=port,
         host_key_pub_line=pub_line,
@@ -222,7 +236,7 @@ def prepare_sshd(
         log_path=workdir / "sshd.log",
         workdir=workdir,
     )
-    if check:
+    if check and seen_from is None:
         check_sshd_config(spec)
     return spec
 

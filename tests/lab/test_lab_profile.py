@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import stat
+import shlex
 from pathlib import Path
 
 import pytest
@@ -11,21 +11,33 @@ import pytest
 from siteadmin.aria2conf import aria2_form, lint, render
 from siteadmin.aria2conf.catalogue import HIDDEN_OVER_RPC
 from siteadmin.cli import main
+from siteadmin.inventory import config_path_for
 from siteadmin.lab import Lab
+from siteadmin.remote import WNService
 
 pytestmark = pytest.mark.lab
 
 
 def test_every_wn_runs_its_rendered_profile(lab: Lab) -> None:
-    for name in lab.wn_names:
+    # each WN's own config, read where the rollout writes it (its /etc/aria2/aria2c.conf in netns mode), over SSH
+    paths = {name: config_path_for(lab.site, name) for name in lab.wn_names}
+    with WNService(lab.site) as service:
+        results = service.run(lab.wn_names, lambda s: s.run(f"stat -c %a {shlex.quote(paths[s.host])} && cat {shlex.quote(paths[s.host])}",
+                                                             check=True).stdout)
+    for name, result in zip(lab.wn_names, results, strict=True):
+        assert result.ok, result
         rendered = render(lab.site, name, create_secret=False)
-        conf = Path(lab.wn(name).dir) / "aria2c.conf"
-        assert conf.read_text() == rendered.text
-        assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+        mode, _, text = str(result.value).partition("\n")
+        assert text == rendered.text
+        assert mode == "600"
+        if lab.mode == "netns":
+            assert paths[name] == "/etc/aria2/aria2c.conf"
         live = lab.rpc(name, "aria2.getGlobalOption")
         expected = {k: aria2_form(k, v) for k, v in rendered.options.items() if k not in HIDDEN_OVER_RPC}
         assert {k: live.get(k) for k in expected} == expected, name
-        assert rendered.options["dir"].startswith(str(lab.dir))
+        # the WN's data dir is its own, backed by its folder in the lab dir
+        data = lab.wn(name).host_path(rendered.options["dir"]) if lab.mode == "netns" else Path(rendered.options["dir"])
+        assert data.is_dir() and data.resolve().is_relative_to(lab.wn(name).path.resolve())
 
 
 def test_the_lab_profile_is_lint_clean(lab: Lab) -> None:

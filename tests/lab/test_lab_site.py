@@ -14,6 +14,7 @@ import pytest
 from siteadmin.cli import main
 from siteadmin.inventory import Inventory
 from siteadmin.lab import Lab
+from siteadmin.lab.wns import CONFIG_PATH
 from siteadmin.secrets import read_secret_file
 from siteadmin.site import load_site
 
@@ -92,10 +93,10 @@ def test_secrets_are_never_in_argv_and_files_are_0600(lab: Lab) -> None:
             assert secret.encode() not in environ, record.name
         checked += 1
     assert checked == 4 + 2 * len(lab.wn_names)
-    confs = [lab.dir / "cern" / "seeder.conf"] + [wn.path / "aria2c.conf" for wn in lab.wn_layouts]
+    confs = [lab.dir / "cern" / "seeder.conf"] + [wn.host_path(CONFIG_PATH) for wn in lab.wn_layouts]
     for path in confs + [site.aria2c.rpc_secret_file, site.ldap.password_file]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert f"rpc-secret={secrets[0]}\n" in (lab.wn_layouts[0].path / "aria2c.conf").read_text()
+    assert f"rpc-secret={secrets[0]}\n" in lab.wn_layouts[0].host_path(CONFIG_PATH).read_text()
     logs = [Path(r.log) for r in lab.processes]
     for path in [lab.state_path, lab.site_path, *logs]:
         text = path.read_text(errors="replace")
@@ -104,12 +105,16 @@ def test_secrets_are_never_in_argv_and_files_are_0600(lab: Lab) -> None:
 
 def test_wn_aria2c_state_stays_in_the_wn_dir(lab: Lab) -> None:
     wn = lab.wn_layouts[0]
+    loopback = lab.mode == "loopback"
     options = lab.rpc(wn.name, "aria2.getGlobalOption")
-    assert options["dir"] == str(wn.path / "data")
-    assert options["dht-file-path"] == str(wn.path / "dht.dat")
-    assert options["save-session"] == str(wn.path / "aria2c.session")
+    # at a site's paths inside the WN (netns mode), backed by the WN's own folder in the lab dir
+    for option, wn_path in (("dir", "/var/lib/aria2/data"), ("dht-file-path", "/var/lib/aria2/dht.dat"),
+                            ("save-session", "/var/lib/aria2/aria2c.session")):
+        assert options[option] == (str(wn.host_path(wn_path)) if loopback else wn_path), option
+    assert wn.host_path("/var/lib/aria2/data").is_dir()
+    assert str(wn.host_path("/var/lib/aria2/data")).startswith(str(wn.path) + "/")
     environ = Path(f"/proc/{next(p.pid for p in lab.processes if p.name == f'aria2c {wn.name}')}/environ").read_bytes()
-    assert f"HOME={wn.path}".encode() in environ.split(b"\0")
+    assert f"HOME={wn.host_path('/root') if loopback else '/root'}".encode() in environ.split(b"\0")
 
 
 @pytest.mark.root

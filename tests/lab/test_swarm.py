@@ -100,7 +100,7 @@ def assert_clean(lab: Lab) -> None:
 
 
 def data_dir(lab: Lab, name: str) -> Path:
-    return lab.wn(name).path / "data"
+    return lab.wn(name).host_path("/var/lib/aria2/data")
 
 
 def all_gids(lab: Lab, name: str) -> list[str]:
