@@ -20,6 +20,7 @@ import pytest
 
 from siteadmin import audit
 from siteadmin.cli import main
+from siteadmin.inventory import fold
 from siteadmin.lab import Lab
 from siteadmin.remote import SessionPool
 from siteadmin.remote import files as steps
@@ -148,6 +149,10 @@ def test_dry_run_then_apply_then_apply_again_plans_changes_then_nothing(lab: Lab
     for host in hosts:
         assert wn_files(site, host) == after[host]
         assert session_id(lab, host) == ids[host]
+    out, err_text = io.StringIO(), io.StringIO()
+    assert main(["--site", str(limit), "apply"], out=out, err=err_text) == 0
+    assert out.getvalue() == f"{fold(hosts)} unchanged\n"
+    assert "\r" not in err_text.getvalue()  # no progress line when not on a terminal
 
     assert host_aria2_state() == host_before, "the VoBox's own /etc/aria2 changed"
 
