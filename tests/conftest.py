@@ -105,7 +105,10 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def daemon_started(args: Any) -> str | None:
-    """The daemon program a Popen ``args`` would start (through ``ip netns exec`` too), or None."""
+    """What daemon a Popen ``args`` would start (through ``ip netns exec`` too), or None.
+
+    ``siteadmin lab up`` and ``siteadmin lab console`` in a child process count: they start a lab.
+    """
     if isinstance(args, (str, bytes, os.PathLike)):
         argv = shlex.split(os.fsdecode(args))
     else:
@@ -113,6 +116,10 @@ def daemon_started(args: Any) -> str | None:
     if argv[:3] == ["ip", "netns", "exec"]:
         argv = argv[4:]
     program = os.path.basename(argv[0]) if argv else ""
+    runs_siteadmin = program == "siteadmin" or any(a == "-m" and b.split(".")[0] == "siteadmin" for a, b in zip(argv, argv[1:], strict=False))
+    for action in ("up", "console"):
+        if runs_siteadmin and any(pair == ("lab", action) for pair in zip(argv, argv[1:], strict=False)):
+            return f"a lab (siteadmin lab {action})"
     if program not in DAEMON_PROGRAMS:
         return None
     if program == "aria2c" and all(arg in argv for arg in ARIA2C_CHECK_ARGS):
@@ -121,14 +128,28 @@ def daemon_started(args: Any) -> str | None:
 
 
 _popen_init = subprocess.Popen.__init__
+_refused = pytest.StashKey[list[str]]()
 
 
 def _guarded_popen_init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
     item = _running[-1] if _running else None
-    program = daemon_started(args) if item is not None and needs_marker(item) else None
-    if item is not None and program is not None:
-        pytest.fail(f"{item.nodeid} starts {program} but is not marked lab: {MARKER_HINT}", pytrace=False)
+    started = daemon_started(args) if item is not None and needs_marker(item) else None
+    if item is not None and started is not None:
+        message = f"{item.nodeid} starts {started} but is not marked lab: {MARKER_HINT}"
+        item.stash.setdefault(_refused, []).append(message)  # seen even if a worker thread swallows the failure
+        pytest.fail(message, pytrace=False)
     _popen_init(self, args, *rest, **kwargs)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    refused = item.stash.get(_refused, [])
+    if refused and report.passed:
+        report.outcome = "failed"
+        report.longrepr = "\n".join(dict.fromkeys(refused))
+    refused.clear()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -49,6 +49,20 @@ def test_unmarked_starts_slapd_itself():
     subprocess.Popen(["ip", "netns", "exec", "nowhere", "/nonexistent/slapd", "-d", "0"])
 
 
+def test_unmarked_starts_sshd_in_a_thread_that_swallows_failures():
+    import threading
+
+    def work():
+        try:
+            subprocess.Popen(["/nonexistent/sshd", "-D"])
+        except BaseException:
+            pass  # as a fan-out that turns every failure into a host result
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+
+
 def test_unmarked_aria2c_check_is_no_daemon():
     with pytest.raises(FileNotFoundError):
         subprocess.Popen(["/nonexistent/aria2c", "--conf-path=x", "--enable-rpc=false", "--daemon=false", "--input-file="])
@@ -69,8 +83,11 @@ def test_an_unmarked_daemon_test_fails_before_its_fixtures_run(pytester: pytest.
     assert not (pytester.path / "started").exists()
 
     every = pytester.runpytest_inprocess(*QUIET)
-    every.assert_outcomes(passed=2, failed=1, errors=1)
-    every.stdout.fnmatch_lines(["*test_unmarked_starts_slapd_itself starts slapd but is not marked lab: add `@pytest.mark.lab`*"])
+    every.assert_outcomes(passed=2, failed=2, errors=1)
+    every.stdout.fnmatch_lines_random([
+        "*test_unmarked_starts_slapd_itself starts slapd but is not marked lab: add `@pytest.mark.lab`*",
+        "*test_unmarked_starts_sshd_in_a_thread_that_swallows_failures starts sshd but is not marked lab*",
+    ])
     assert "No such file" not in every.stdout.str()  # the guard stopped it, not a missing binary
 
     fast = pytester.runpytest_inprocess(*QUIET, "-m", "not lab", "-k", "aria2c")
@@ -87,6 +104,9 @@ def test_an_unmarked_daemon_test_fails_before_its_fixtures_run(pytester: pytest.
         (["aria2c", "--conf-path=/tmp/a.conf", "--enable-rpc=false", "--daemon=false", "--input-file="], None),
         (["ssh", "wn001", "systemctl", "restart", "sshd"], None),
         (["ip", "netns", "add", "sl0-cern"], None),
+        (["/work/.venv/bin/siteadmin", "lab", "up", "--wns", "2"], "a lab (siteadmin lab up)"),
+        (["python3", "-m", "siteadmin", "--site", "x.toml", "lab", "console"], "a lab (siteadmin lab console)"),
+        (["python3", "-m", "siteadmin", "lab", "status"], None),
         ([], None),
     ],
 )
