@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from siteadmin.aria2conf import render
 from siteadmin.cli import main
+from siteadmin.inventory import config_path_for, restart_command_for
 from siteadmin.lab import Lab, netns, proc
+from siteadmin.remote import WNService
 
 pytestmark = pytest.mark.lab
 
@@ -47,6 +50,24 @@ def test_loopback_lab_is_healthy_and_listens_on_loopback_only(tmp_path: Path, la
         out, err = io.StringIO(), io.StringIO()
         assert main(["--site", str(lab.site_path), "lint"], out=out, err=err) == 0
         assert "warning" not in out.getvalue() + err.getvalue(), out.getvalue()
+        # the WNs share the host's filesystem: each has its own config path under the lab dir, and the
+        # restart command (the lab's service script, told that path) restarts that WN's aria2c only
+        for wn in layouts:
+            own = config_path_for(site, wn.name)
+            assert own == str(wn.host_path("/etc/aria2/aria2c.conf")) and own.startswith(str(lab.dir) + "/")
+            assert Path(own).read_text() == render(site, wn.name, create_secret=False).text
+        old_1, old_2 = lab.aria2c_pid("wn001.lab"), lab.aria2c_pid("wn002.lab")
+        assert old_1 is not None and old_2 is not None
+        with WNService(site) as service:
+            [result] = service.run(["wn001.lab"], lambda s: s.run(restart_command_for(site, s.host)))
+        assert result.ok and result.value is not None and result.value.exit_status == 0, (result.line(), result.value)
+        new_1 = lab.aria2c_pid("wn001.lab")
+        assert new_1 is not None and new_1 != old_1
+        assert lab.rpc("wn001.lab", "aria2.getVersion")["version"]
+        assert lab.aria2c_pid("wn002.lab") == old_2
+        restarted = proc.record_of("restarted", new_1, log=Path("/dev/null"))
+        assert restarted is not None
+        records.append(restarted)
     finally:
         lab.down()
     assert not any(proc.alive(r) for r in records)
