@@ -21,6 +21,7 @@ from pathlib import Path
 
 import paramiko
 
+from siteadmin import trust
 from siteadmin.errors import ConfigError
 from siteadmin.inventory import WN
 from siteadmin.site import Site, check_host
@@ -168,9 +169,12 @@ def load_ssh_config(path: Path | None) -> paramiko.SSHConfig | None:
 
     Raises:
         ConfigError: the file cannot be read or parsed.
+        UntrustedFile: the file or its folder is owned by another user or writable by others
+            (it decides where connections go and which keys and known_hosts files are used).
     """
     if path is None:
         return None
+    trust.check_path(path, "ssh client config", missing_ok=True)
     try:
         return paramiko.SSHConfig.from_path(str(path))
     except OSError as exc:

@@ -14,6 +14,7 @@ from siteadmin import trust
 from siteadmin.cli import Context, main
 from siteadmin.errors import UntrustedFile, printable, warn, warnings_to
 from siteadmin.remote.knownhosts import KnownHosts
+from siteadmin.remote.target import load_ssh_config
 
 NOBODY = 65534
 
@@ -146,6 +147,15 @@ def test_a_known_hosts_file_others_can_write_is_refused(tmp_path: Path) -> None:
     os.chown(path, NOBODY, NOBODY)
     with pytest.raises(UntrustedFile, match=f"^{path}: known_hosts is owned by nobody"):
         KnownHosts().lookup(["wn001.lab"], 2201, [path])
+
+
+def test_an_ssh_client_config_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ssh_config"
+    path.write_text("Host wn*\n  ProxyJump bastion.example.org\n")
+    assert load_ssh_config(path) is not None
+    path.chmod(0o664)
+    with pytest.raises(UntrustedFile, match=f"^{path}: ssh client config is writable by group or others"):
+        load_ssh_config(path)
 
 
 # ---------------------------------------------------------------- printable and warn
