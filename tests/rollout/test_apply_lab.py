@@ -8,10 +8,13 @@ host cannot see them), aria2c's values over RPC from inside the WN's namespace.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +219,37 @@ def test_a_held_lock_fails_the_wn_at_once_naming_its_holder(lab: Lab) -> None:
     assert row["outcome"] == "locked"
     assert "someone@elsewhere" in row["error"]
     assert "locked" in err
+
+
+def test_wait_lock_waits_for_the_holder_and_an_old_lock_is_reported_stale_never_taken(lab: Lab) -> None:
+    site = load_site(lab.site_path)
+    host = lab.wn_names[-1]
+    path = lock_path(config_path_for(site, host))
+    held = '{"holder": "cron@vobox", "pid": 9, "since": "%s", "token": "y"}\n'
+    with SessionPool(site) as pool:
+        session = pool.session(host)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        session.put_file(path, (held % now).encode(), mode=0o600)
+        release = threading.Timer(1.5, lambda: session.run(f"rm -f {path}", check=True))
+        release.start()
+        try:
+            start = time.monotonic()
+            code, data, err = run_cli("--site", str(lab.site_path), "apply", host, "--wait-lock", "20")
+            waited = time.monotonic() - start
+        finally:
+            release.join()
+        assert code == 0, err
+        assert waited >= 1.5, "apply did not wait for the lock"
+        assert by_host(data)[host]["ok"]
+
+        session.put_file(path, (held % "2000-01-01T00:00:00.000000Z").encode(), mode=0o600)
+        try:
+            code, data, err = run_cli("--site", str(lab.site_path), "apply", host, "--wait-lock", "5")
+            state = steps.read_file(session, path)
+        finally:
+            session.run(f"rm -f {path}", check=True)
+    assert code == 1
+    row = by_host(data)[host]
+    assert row["outcome"] == "stale lock"
+    assert "cron@vobox" in row["error"] and "lock_stale_after" in row["error"]
+    assert state.data == (held % "2000-01-01T00:00:00.000000Z").encode(), "a stale lock was taken over"
