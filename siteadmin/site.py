@@ -1,7 +1,7 @@
 """The site config (``site.toml``): typed, validated, documented field by field.
 
 A site config is a handful of TOML tables, one per concern (``[site]``, ``[ldap]``,
-``[central]``, ``[wns]``, ``[ssh]``, ``[aria2c]``, ``[rollout]``, ``[audit]``). Every field below
+``[central]``, ``[wns]``, ``[ssh]``, ``[aria2c]``, ``[rollout]``, ``[audit]``, ``[status]``). Every field below
 carries its own documentation (``doc``), its default (ALICE values built in) and its check, so
 ``config init`` can write a commented example and ``config show`` the effective values.
 
@@ -421,6 +421,58 @@ class RolloutSection:
     )
 
 
+def check_version(value: str) -> str | None:
+    return None if re.fullmatch(r"\d+(\.\d+){0,3}", value) else "a version like \"1.35.0\""
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusSection:
+    """[status] — how `siteadmin status` reads the swarm and when it raises a flag."""
+
+    interval: float = setting(10.0, "Seconds between polls of `status --watch` (`--watch SECONDS` overrides it).", check_timeout)
+    rpc_timeout: float = setting(10.0, "Seconds a WN's aria2c has to answer one RPC round trip before it is flagged (timeout).", check_timeout)
+    stall_window: float = setting(
+        300.0, "Seconds a download may go without progress before it is flagged (stalled).", check_timeout
+    )
+    no_peers_after: float = setting(
+        120.0, "Seconds a download may have no peer, while other WNs hold its package, before it is flagged (no-peers).", check_timeout
+    )
+    seed_grace: float = setting(
+        120.0, "Seconds of seeding allowed beyond the WN's aria2c seed-time before it is flagged (seeding-too-long).", check_timeout
+    )
+    min_aria2c_version: str = setting("1.35.0", "Oldest aria2c version the site accepts; older ones are flagged (old-aria2c).", check_version)
+    memory_file: Path = setting(
+        Path("~/.local/state/siteadmin/status-memory.json").expanduser(),
+        "Where status keeps what it saw between runs (when each download was first seen complete, when it last made "
+        "progress), so single runs from cron or Nagios can flag stalled downloads and seeding past the seed time.",
+    )
+    nagios_warning_percent: float = setting(
+        0.0, "`status --nagios` is WARNING when more than this share (%) of the selected WNs has a problem (0: any problem).", check_percent
+    )
+    nagios_critical_percent: float = setting(
+        10.0,
+        "`status --nagios` is CRITICAL when more than this share (%) of the selected WNs cannot be read (RPC unreachable or wrong secret).",
+        check_percent,
+    )
+    nagios_min_site_share: float = setting(
+        0.0, "`status --nagios` is WARNING when the site-wide share (%) of bytes from site WNs is below this (0: never).", check_percent
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckSection:
+    """[check] — the firewall preflight (`siteadmin check`)."""
+
+    all_pairs_up_to: int = setting(
+        32, "Probe every ordered pair of WNs up to this many WNs; above, a covering sample (every WN, every subnet pair).", check_positive
+    )
+    probe_rate: float = setting(
+        500.0, "Probe packets per second each WN sends (TCP connects and UDP probes): a rate a site network does not notice.", check_positive
+    )
+    probe_timeout: float = setting(1.0, "Seconds a probe waits for an answer before calling a port filtered.", check_timeout)
+    lpd_announces: int = setting(3, "LPD announces each WN sends during the multicast check.", check_positive)
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditSection:
     """[audit] — the append-only record of every change."""
@@ -440,6 +492,7 @@ class Site:
     aria2c: Aria2cSection = dataclasses.field(default_factory=Aria2cSection)
     rollout: RolloutSection = dataclasses.field(default_factory=RolloutSection)
     audit: AuditSection = dataclasses.field(default_factory=AuditSection)
+    status: StatusSection = dataclasses.field(default_factory=StatusSection)
     source: Path | None = dataclasses.field(default=None, metadata={"internal": True})
     """Where this config was read from; None for the built-in defaults."""
 

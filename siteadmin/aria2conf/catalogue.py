@@ -411,6 +411,8 @@ _SPECS: list[OptionSpec] = [
     _o("daemon", Kind.BOOL, PROC, R, "Fork into the background (leave false under systemd Type=simple).", default="false"),
     _o("interface", Kind.INTERFACE, PROC, R, "Bind every socket (BitTorrent, DHT, HTTP) to this interface or address."),
     _o("disable-ipv6", Kind.BOOL, PROC, R, "Do not use IPv6 (for WNs whose IPv6 routes lead nowhere).", default="false"),
+    _o("timeout", Kind.INT, PROC, N, "Seconds an HTTP or FTP transfer (a .torrent, the HTTP fallback) may stay silent before it is retried.",
+       default="60", low=1, high=600),
 ]
 
 CATALOGUE: dict[str, OptionSpec] = {spec.name: spec for spec in _SPECS}

@@ -64,6 +64,15 @@ def builtin_options(site: Site) -> dict[str, Any]:
         "bt-enable-lpd": True,
         "bt-tracker": f"http://{central.tracker_host}:{central.tracker_port}/announce",
         "log-level": "notice",
+        # what the AliEn torrent installer ran with (docs/profiles.md says why each one)
+        "bt-max-peers": 100,
+        "bt-request-peer-speed-limit": "1M",
+        "file-allocation": "none",
+        "follow-torrent": "mem",
+        "bt-stop-timeout": 300,
+        "timeout": 300,
+        "seed-time": 10,
+        "seed-ratio": 0.0,
     }
 
 
