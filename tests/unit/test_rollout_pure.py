@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import pytest
 
-from siteadmin.cli.apply import parse_batch, parse_percent
+from siteadmin.cli.apply import ProgressLine, parse_batch, parse_percent
 from siteadmin.errors import UsageError
-from siteadmin.remote.fanout import Batches, HostResult
+from siteadmin.remote.fanout import Batches, HostResult, Progress
 from siteadmin.rollout import changes as p
 from siteadmin.rollout.service import (
     CONFIG_PATH_PLACEHOLDER,
@@ -190,3 +191,25 @@ def test_summary_folds_successes_by_label_and_failures_by_outcome() -> None:
         ("wn007", "locked: /c.siteadmin-lock held by x@y"),
     ]
     assert describe(HostResult("wn8", False, None, "wn8: x", 0.0, "not started", "aborted")) == "not started"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_on_a_terminal_only() -> None:
+    def step(done: int, ok: bool) -> Progress[HostReport]:
+        result: HostResult[HostReport] = HostResult(f"wn{done}", ok, None, None if ok else "x", 0.0, "ok" if ok else "unreachable")
+        return Progress(result, done, 3, 1, 2)
+
+    terminal, pipe = _Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        line = ProgressLine(stream)
+        line(step(1, True))
+        line(step(2, False))
+        line.clear()
+    assert pipe.getvalue() == ""
+    shown = terminal.getvalue()
+    assert "\r\x1b[K1/3 WNs, 0 failed" in shown and "2/3 WNs, 1 failed" in shown and "batch 1/2" in shown
+    assert shown.endswith("\r\x1b[K")
