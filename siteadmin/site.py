@@ -260,6 +260,13 @@ def check_jump_host(value: str) -> str | None:
     return allowed if check_host(host) else None
 
 
+def check_interpreter(value: str) -> str | None:
+    """A program name or absolute path: no spaces, quotes or shell characters (it is run by the WN's shell)."""
+    if not value or not all(c.isalnum() or c in "._-+/" for c in value):
+        return "a program name or absolute path like python3 or /usr/libexec/platform-python"
+    return None
+
+
 def check_max_hosts(value: int) -> str | None:
     return None if 1 <= value <= 10_000_000 else "a number 1-10000000"
 
@@ -371,6 +378,12 @@ class SshSection:
     auth_timeout: float = setting(15.0, "Seconds to wait for authentication.", check_timeout)
     command_timeout: float = setting(60.0, "Seconds a remote command may run.", check_timeout)
     parallelism: int = setting(32, "WNs worked on at once.", lambda v: None if 1 <= v <= 1024 else "a number 1-1024")
+    python: str = setting(
+        "python3",
+        "Python 3.6+ interpreter on the WNs that runs siteadmin's preflight probe (a name on PATH or an absolute path, "
+        "e.g. /usr/libexec/platform-python).",
+        check_interpreter,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,6 +504,7 @@ class Site:
     ssh: SshSection = dataclasses.field(default_factory=SshSection)
     aria2c: Aria2cSection = dataclasses.field(default_factory=Aria2cSection)
     rollout: RolloutSection = dataclasses.field(default_factory=RolloutSection)
+    check: CheckSection = dataclasses.field(default_factory=CheckSection)
     audit: AuditSection = dataclasses.field(default_factory=AuditSection)
     status: StatusSection = dataclasses.field(default_factory=StatusSection)
     source: Path | None = dataclasses.field(default=None, metadata={"internal": True})
