@@ -68,3 +68,18 @@ async def test_core_warnings_become_notices_once(tmp_path: Path) -> None:
         f"warning: LDAP to 127.0.0.1:{port} in clear text (ldap:// without StartTLS): "
         "CE entries cross the network unencrypted",
     ]
+
+
+async def test_the_audit_view_keeps_the_last_records_and_counts_all(tmp_path: Path) -> None:
+    from siteadmin.tui.views.audit import SHOWN
+
+    path = write_site(tmp_path, f'url = "ldaps://127.0.0.1:{closed_port()}"')
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(f'{{"action": "enable", "ce": "CE{n}", "outcome": "ok"}}\n' for n in range(SHOWN + 10)))
+    app = SiteadminApp(load_site(path))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(app, pilot)
+        table = app.query_one("#audit DataTable", DataTable)
+        assert table.row_count == SHOWN
+        assert str(table.get_row_at(0)[3]) == f"CE{SHOWN + 9}"  # newest first
+        assert str(app.query_one("#audit .status").render()).startswith(f"{SHOWN + 10} records in ")

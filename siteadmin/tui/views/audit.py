@@ -1,7 +1,13 @@
-"""The audit log: every change siteadmin made or attempted, newest first."""
+"""The audit log: every change siteadmin made or attempted, newest first.
+
+The log is streamed and only the last ``SHOWN`` records are kept; every cell goes through
+``cells`` (values written out with ``printable``: a CE name cannot drive the terminal).
+"""
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterator
 from typing import Any
 
 from textual.app import ComposeResult
@@ -30,14 +36,23 @@ class AuditView(View):
         table.add_columns("when (UTC)", "who", "action", "CE", "before", "after", "outcome")
         yield table
 
-    def fetch(self) -> list[audit.AuditRecord]:
-        return audit.read(self.site.audit.path)
+    def fetch(self) -> tuple[int, list[audit.AuditRecord]]:
+        counted = 0
+
+        def counting() -> Iterator[audit.AuditRecord]:
+            nonlocal counted
+            for record in audit.iter_records(self.site.audit.path):
+                counted += 1
+                yield record
+
+        last = collections.deque(counting(), maxlen=SHOWN)
+        return counted, list(last)
 
     def show(self, data: Any) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        records: list[audit.AuditRecord] = list(data)
-        for record in reversed(records[-SHOWN:]):
+        total, records = data
+        for record in reversed(records):
             event = record.event
             if event is None:
                 table.add_row(*cells("?", "?", "unreadable line", record.line, "", "", record.error or ""))
@@ -45,4 +60,4 @@ class AuditView(View):
             when = str(event.get("when", ""))[:19].replace("T", " ")
             fields = ("user", "action", "ce", "before", "after", "outcome")
             table.add_row(*cells(when, *(_cell(event.get(name)) for name in fields)))
-        self.set_status(f"{len(records)} records in {self.site.audit.path}", "ok")
+        self.set_status(f"{total} records in {self.site.audit.path}", "ok")
