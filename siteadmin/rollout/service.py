@@ -49,7 +49,7 @@ from typing import Any
 
 import paramiko
 
-from siteadmin import audit
+from siteadmin import audit, trust
 from siteadmin.aria2conf.check import HostCheck, check_profiles
 from siteadmin.aria2conf.render import site_rpc_secret
 from siteadmin.aria2conf.validate import NO_START_ARGS, aria2c_problems
@@ -913,6 +913,8 @@ def apply(
     started = time.monotonic()
     if not dry_run and audit_log:
         audit.check_writable(site.audit.path)
+    if not dry_run:
+        trust.note_cwd_config(site.source, f"a rollout to {len(hosts)} WN(s)")
     run = _new_run(
         site, "plan" if dry_run else "apply", dry_run, hosts, validate=validate, reload=reload, wait_lock=wait_lock,
         restart_now=restart_now, confirm_timeout=confirm_timeout, holder=holder, write_audit=audit_log,
@@ -975,6 +977,7 @@ def rollback(
     started = time.monotonic()
     if not dry_run:
         audit.check_writable(site.audit.path)
+        trust.note_cwd_config(site.source, f"a rollback on {len(hosts)} WN(s)")
     run = _new_run(
         site, "rollback", dry_run, hosts, validate=validate, reload=reload, wait_lock=wait_lock,
         restart_now=restart_now, confirm_timeout=confirm_timeout, holder=holder, to=to,

@@ -34,6 +34,7 @@ from typing import Any
 
 import aria2p
 
+from siteadmin import trust
 from siteadmin.aria2conf.render import profile_for, site_rpc_secret
 from siteadmin.errors import ConfigError, SiteadminError
 from siteadmin.inventory import Inventory
@@ -228,6 +229,7 @@ class SwarmMonitor:
         )
         secret = site_rpc_secret(site, create=False)
         self._site_secret = secret
+        trust.note_cwd_config(site.source, "RPC calls to the WNs' aria2c")
         self._lock = threading.Lock()
         self._rpcs: dict[str, WNRpc] = {}
         self._profiles: dict[str, dict[str, str] | None] = {}

@@ -212,3 +212,20 @@ def test_text_output_and_notes_are_printable_json_is_exact() -> None:
     out = io.StringIO()
     Context(argparse.Namespace(json=True), out, err).emit({"host": "wn1\x1b[2J"})
     assert json.loads(out.getvalue()) == {"host": "wn1\x1b[2J"} and "\x1b" not in out.getvalue()
+
+
+def test_rpc_calls_name_a_config_from_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siteadmin.secrets import write_secret_file
+    from siteadmin.site import load_site
+    from siteadmin.swarm.service import SwarmMonitor
+
+    write_secret_file(tmp_path / "aria2c-rpc-secret", "s3cret")
+    (tmp_path / "site.toml").write_text('[site]\nname = "T"\n[wns]\nhosts = ["wn1.t"]\n')
+    monkeypatch.chdir(tmp_path)
+    seen: list[str] = []
+    with warnings_to(seen.append):
+        site = load_site()
+        assert seen == []  # reading it says nothing: it is named before something is sent
+        with SwarmMonitor(site, keep_memory=False):
+            pass
+    assert seen == [f"using {tmp_path / 'site.toml'} from the current directory for RPC calls to the WNs' aria2c"]
