@@ -16,6 +16,7 @@ from siteadmin.cli import main
 from siteadmin.errors import ConfigError, UntrustedFile
 
 NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 HOSTILE_CE = "CE\x1b[2J\x1b]0;owned\x07\u202eevil"
 """A CE name that clears the screen, retitles the terminal and reverses the text after it."""
 
@@ -131,6 +132,7 @@ def test_a_dangling_link_at_the_log_path_creates_nothing(tmp_path: Path) -> None
     assert not target.exists()
 
 
+@needs_root
 def test_a_log_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     audit.record(path, {"ce": "CE1", "action": "enable", "before": "CVMFS", "after": "Torrent", "outcome": "ok"})

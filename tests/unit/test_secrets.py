@@ -174,6 +174,7 @@ def test_an_existing_secret_is_never_replaced(tmp_path: Path) -> None:
 
 
 NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 
 
 def _read_in_thread(path: Path) -> BaseException | str | None:
@@ -218,6 +219,7 @@ def test_a_symbolic_link_as_secret_file_is_refused(tmp_path: Path) -> None:
     assert "s3cret" not in info.value.one_line()
 
 
+@needs_root
 def test_a_secret_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pw"
     write_secret_file(path, "s3cret")

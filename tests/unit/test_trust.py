@@ -17,6 +17,7 @@ from siteadmin.remote.knownhosts import KnownHosts
 from siteadmin.remote.target import load_ssh_config
 
 NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 
 
 def _file(path: Path, mode: int = 0o644) -> Path:
@@ -40,6 +41,7 @@ def test_a_file_writable_by_group_or_others_is_refused(tmp_path: Path, mode: int
     assert info.value.category == "untrusted" and info.value.exit_code == 2
 
 
+@needs_root
 def test_a_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     path = _file(tmp_path / "site.toml")
     os.chown(path, NOBODY, NOBODY)
@@ -58,6 +60,7 @@ def test_a_folder_others_can_write_is_refused_unless_sticky(tmp_path: Path) -> N
     trust.check_path(path, "known_hosts")
 
 
+@needs_root
 def test_a_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "theirs"
     path = _file(folder / "site.toml")
@@ -136,6 +139,7 @@ def test_a_site_template_folder_others_can_write_is_refused(tmp_path: Path) -> N
     assert err.getvalue().startswith(f"siteadmin: untrusted: {folder}: aria2c template folder is writable by group or others")
 
 
+@needs_root
 def test_a_known_hosts_file_others_can_write_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "known_hosts"
     path.write_text("[wn001.lab]:2201 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
