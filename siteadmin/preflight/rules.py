@@ -173,8 +173,10 @@ def _iptables(site: Site, ranges: Sequence[tuple[int, int]], nets: Sequence[str]
 
 def _firewalld(site: Site, ranges: Sequence[tuple[int, int]], nets: Sequence[str], fallback: bool) -> str:
     lines = ['<?xml version="1.0" encoding="utf-8"?>']
-    lines += ["<!--", *[line.removeprefix("#").strip() for line in _header(site, fallback, "#")],
-              f"Save as /etc/firewalld/zones/{ZONE}.xml on each WN, then `firewall-cmd --reload`.",
+    # an XML comment may not hold "--": the header names the option in words
+    header = [line.removeprefix("#").strip().replace("`siteadmin check --rules`", "siteadmin check (rules option)") for line in _header(site, fallback, "#")]
+    lines += ["<!--", *header,
+              f"Save as /etc/firewalld/zones/{ZONE}.xml on each WN, then reload firewalld (firewall-cmd, reload option).",
               "Only the site's WN networks (the zone's sources) reach the torrent ports; other zones keep them closed,",
               f"and the RPC port {site.wns.rpc_port} is opened in none. firewalld lets outgoing connections through.", "-->"]
     lines += ['<zone target="default">', f"  <short>{ZONE}</short>",
