@@ -95,6 +95,10 @@ def test_each_wn_has_its_own_config_at_the_sites_path(own_lab: tuple[Lab, dict[s
         assert text == render(site, name, create_secret=False).text
         texts[name] = text
     assert texts["wn001.lab"] != texts["wn002.lab"]
+    # the lab's own way in sees the same files (and the host path is where they live)
+    for name in lab.wn_names:
+        done = lab.wn_exec(name, ["cat", "/etc/aria2/aria2c.conf"])
+        assert done.returncode == 0 and done.stdout == texts[name] == lab.wn(name).host_path("/etc/aria2/aria2c.conf").read_text()
     assert "# host: wn001.lab\n" in texts["wn001.lab"] and "wn002.lab" not in texts["wn001.lab"]
 
 
