@@ -43,11 +43,11 @@ def test_mypy_strict() -> None:
 
 FORBIDDEN = ("textual", "siteadmin.cli", "siteadmin.tui")
 
-# One interpreter for all modules, forked once per module so each import starts from the same
-# clean sys.modules (as a fresh interpreter would); third-party libraries the core uses are
-# imported before the forks so the children do not import them again. That cannot hide an
-# offender: the parent holds none of FORBIDDEN, and whatever a child imports shows in its own
-# sys.modules.
+# One interpreter for all modules, forked once per module (one child per core at a time) so each
+# import starts from the same clean sys.modules (as a fresh interpreter would); third-party
+# libraries the core uses are imported before the forks so the children do not import them again.
+# That cannot hide an offender: the parent holds none of FORBIDDEN, and whatever a child imports
+# shows in its own sys.modules.
 FORKED_CHECK = """
 import importlib, json, os, sys
 
@@ -66,24 +66,30 @@ for name in PRELOAD:
         pass
 assert not bad(), bad()
 found = {}
-for module in sys.argv[2:]:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        try:
-            importlib.import_module(module)
-            text = ",".join(bad())
-        except BaseException as exc:
-            text = f"(import failed: {exc!r})"
-        os.write(write_end, text.encode())
-        os._exit(0)
-    os.close(write_end)
+pending = sys.argv[2:]
+running = {}  # pid: (module, read end of its pipe)
+while pending or running:
+    while pending and len(running) < (os.cpu_count() or 1):
+        module = pending.pop(0)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            try:
+                importlib.import_module(module)
+                text = ",".join(bad())
+            except BaseException as exc:
+                text = f"(import failed: {exc!r})"
+            os.write(write_end, text.encode()[:60000])  # fits a pipe (64 KiB): the parent reads after the exit
+            os._exit(0)
+        os.close(write_end)
+        running[pid] = (module, read_end)
+    pid, _ = os.wait()
+    module, read_end = running.pop(pid)
     chunks = []
     while chunk := os.read(read_end, 65536):
         chunks.append(chunk)
     os.close(read_end)
-    os.waitpid(pid, 0)
     found[module] = b"".join(chunks).decode()
 print(json.dumps(found))
 """
