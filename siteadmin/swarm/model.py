@@ -269,6 +269,7 @@ def wn_as_dict(w: WNState) -> dict[str, Any]:
         "active": w.active, "waiting": w.waiting, "seeding": w.seeding, "stopped": w.stopped,
         "download_speed": w.download_speed, "upload_speed": w.upload_speed,
         "counters": w.counters.as_dict() if w.counters is not None else None,
+        "round_trips": w.round_trips,
         "torrents": [
             {
                 "gid": t.gid, "package": t.package, "info_hash": t.info_hash, "via": t.via, "status": t.status,

@@ -33,7 +33,15 @@ class RpcFailure(Exception):
 
 
 def _reason_of(text: str) -> str:
-    return REFUSED if "refused" in text.lower() else RPC_ERROR
+    # sshd answers a forward to a port nobody listens on with "Connect failed" (it says no more)
+    lowered = text.lower()
+    return REFUSED if "refused" in lowered or "connect failed" in lowered else RPC_ERROR
+
+
+def _refused_detail(text: str, port: int) -> str:
+    if _reason_of(text) != REFUSED:
+        return text
+    return f"connection refused: nothing accepts connections on the WN's 127.0.0.1:{port} (is aria2c running?); {text}"
 
 
 class WNRpc:
@@ -61,7 +69,7 @@ class WNRpc:
                 self._tunnel = self.session.open_tunnel("127.0.0.1", self.port)
             except TunnelError as exc:
                 text = exc.one_line().removeprefix(f"{self.session.host}: ")
-                raise RpcFailure(_reason_of(text), text) from None
+                raise RpcFailure(_reason_of(text), _refused_detail(text, self.port)) from None
         host, port = self._tunnel.address
         self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         return self._conn
@@ -101,7 +109,7 @@ class WNRpc:
                         self._tunnel = None
                 if attempt == 2:
                     text = tunnel_error.removeprefix(f"{self.session.host}: ") if tunnel_error else f"aria2c on port {self.port}: {exc or type(exc).__name__}"
-                    raise RpcFailure(_reason_of(text), text) from None
+                    raise RpcFailure(_reason_of(text), _refused_detail(text, self.port)) from None
                 # a kept-alive connection aria2c has closed: once more on a fresh one
         raise AssertionError("unreachable")  # pragma: no cover
 
