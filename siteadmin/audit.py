@@ -2,7 +2,9 @@
 
 Any core service records here (``directory`` for installMethod changes, ``rollout`` for WN
 configs). ``record`` opens the file with ``O_APPEND`` (mode 0600 when it creates it), writes
-the whole line with one ``write`` call and fsyncs; it never rewrites or truncates.
+the whole line with one ``write`` call and fsyncs; it never rewrites or truncates. Then it hands
+the event to ``syslog_sink.forward`` (one line to the site's syslog, when one is attached for
+this log; best effort, never failing the change).
 ``iter_records`` streams the lines in order (``read`` collects them); a line that is not a valid
 UTF-8 JSON object (a torn write, a hand edit) or longer than ``MAX_LINE_BYTES`` comes back as an
 unreadable record, never hiding the lines around it, and memory stays bounded whatever the file.
@@ -29,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from siteadmin import trust
+from siteadmin import syslog_sink, trust
 from siteadmin.errors import ConfigError
 
 MAX_LINE_BYTES = 64 * 1024
@@ -161,6 +163,8 @@ def record(path: Path, event: Mapping[str, Any]) -> dict[str, Any]:
             _fsync_dir(path.parent)
     except OSError as exc:
         raise ConfigError(f"audit.path {path}: cannot append: {exc.strerror}") from None
+    # after the durable append: syslog is a copy for the site's log collection, best effort, never raising
+    syslog_sink.forward(path, full)
     return full
 
 

@@ -31,6 +31,8 @@ class ExitCode(enum.IntEnum):
     """Bad command line or bad site config."""
     UNREACHABLE = 3
     """A service (LDAP, SSH, RPC) could not be reached or refused us."""
+    BUSY = 4
+    """Another siteadmin run holds the site lock (a scheduled run overlapping the last one); nothing was done."""
     INTERRUPTED = 130
 
 
@@ -102,6 +104,13 @@ class ConflictError(SiteadminError):
 
     category = "conflict"
     exit_code = ExitCode.FAILED
+
+
+class BusyError(SiteadminError):
+    """Another siteadmin run holds the site-wide run lock; this run did nothing."""
+
+    category = "busy"
+    exit_code = ExitCode.BUSY
 
 
 class LabError(SiteadminError):

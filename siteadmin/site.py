@@ -1,7 +1,7 @@
 """The site config (``site.toml``): typed, validated, documented field by field.
 
 A site config is a handful of TOML tables, one per concern (``[site]``, ``[ldap]``,
-``[central]``, ``[wns]``, ``[ssh]``, ``[aria2c]``, ``[rollout]``, ``[audit]``, ``[status]``). Every field below
+``[central]``, ``[wns]``, ``[ssh]``, ``[aria2c]``, ``[rollout]``, ``[audit]``, ``[syslog]``, ``[status]``). Every field below
 carries its own documentation (``doc``), its default (ALICE values built in) and its check, so
 ``config init`` can write a commented example and ``config show`` the effective values.
 
@@ -493,6 +493,78 @@ class AuditSection:
     path: Path = setting(Path("~/.local/state/siteadmin/audit.jsonl").expanduser(), "JSON-lines audit log file.")
 
 
+SYSLOG_FACILITIES = (
+    "user", "daemon", "auth", "authpriv", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)
+"""Facilities a site may send siteadmin's lines with (the ones meant for programs like it)."""
+
+SYSLOG_PORT = 514
+SYSLOG_URL_RE = re.compile(r"(udp|tcp)://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]\s]+)(?::(\d{1,5}))?/?")
+SYSLOG_TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def parse_syslog_address(value: str) -> tuple[str, str | tuple[str, int]]:
+    """``[syslog] address`` as (``unix``|``udp``|``tcp``, socket path or (host, port)).
+
+    Raises:
+        ValueError: with what is allowed.
+    """
+    allowed = "an absolute socket path like /dev/log, or udp://HOST[:PORT] or tcp://HOST[:PORT] (port 514 by default)"
+    if value.startswith("/"):
+        if has_control(value):
+            raise ValueError(allowed)
+        return "unix", value
+    m = SYSLOG_URL_RE.fullmatch(value)
+    if not m:
+        raise ValueError(allowed)
+    host = m.group(2).strip("[]")
+    port = int(m.group(3)) if m.group(3) else SYSLOG_PORT
+    if (check_host(host) is not None and not _is_ip(host)) or check_port(port) is not None:
+        raise ValueError(allowed)
+    return m.group(1), (host, port)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_syslog_address(value: str) -> str | None:
+    try:
+        parse_syslog_address(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class SyslogSection:
+    """[syslog] — a line for every change, for the site's central log collection (the audit log stays the full record)."""
+
+    enabled: bool = setting(
+        True,
+        "Send one line per change siteadmin makes (CE installMethod in LDAP, WN aria2c configs by apply and rollback, "
+        "accepted host keys) to syslog; false sends nothing.",
+    )
+    address: str = setting(
+        "/dev/log",
+        "Where the lines go: the local syslog socket (/dev/log: journald or rsyslog forwards them), or a collector as "
+        "udp://HOST[:PORT] or tcp://HOST[:PORT] (port 514 by default). Unreachable: one warning per run, the change stands.",
+        check_syslog_address,
+    )
+    facility: str = setting(
+        "user", f"Syslog facility of the lines: {', '.join(SYSLOG_FACILITIES)}.",
+        lambda v: None if v in SYSLOG_FACILITIES else f"one of {', '.join(SYSLOG_FACILITIES)}",
+    )
+    tag: str = setting(
+        "siteadmin", "Tag (program name) the lines carry, for filters like rsyslog's `:programname, isequal, \"siteadmin\"`.",
+        lambda v: None if SYSLOG_TAG_RE.fullmatch(v) else "1-32 letters, digits, '_', '.' or '-'",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Site:
     """The whole effective site config."""
@@ -506,6 +578,7 @@ class Site:
     rollout: RolloutSection = dataclasses.field(default_factory=RolloutSection)
     check: CheckSection = dataclasses.field(default_factory=CheckSection)
     audit: AuditSection = dataclasses.field(default_factory=AuditSection)
+    syslog: SyslogSection = dataclasses.field(default_factory=SyslogSection)
     status: StatusSection = dataclasses.field(default_factory=StatusSection)
     source: Path | None = dataclasses.field(default=None, metadata={"internal": True})
     """Where this config was read from; None for the built-in defaults."""

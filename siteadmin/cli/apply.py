@@ -2,8 +2,10 @@
 
 Thin over ``siteadmin.rollout``: host selection and ``--parallel`` as ``reach`` reads them,
 ``--dry-run`` as ``ce`` uses it. A progress line on stderr when it is a terminal (WNs done/total,
-failures so far, rate), none when piped; then the WNs folded by outcome on stdout
-(``wn[001-040].lab unchanged``), failures on stderr too. Exit 0 when every WN succeeded, 1 otherwise.
+failures so far, rate), none when piped or with ``--quiet``; then the WNs folded by outcome on stdout
+(``wn[001-040].lab unchanged``), failures on stderr too (``--quiet``: only those). A run that
+writes holds the site-wide run lock. Exit 0 when every WN succeeded, 1 otherwise, 4 when another
+run holds the lock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from siteadmin import rollout
+from siteadmin.cli import changing
 from siteadmin.errors import ExitCode, UsageError
 from siteadmin.inventory import Inventory, fold
 from siteadmin.remote import fold_failures
@@ -107,9 +110,9 @@ def _batches(ctx: Context, args: argparse.Namespace) -> Batches:
 class ProgressLine:
     """``12/40 WNs, 1 failed, 8.3 WNs/s`` rewritten in place on a terminal; nothing when not a terminal."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, on: bool | None = None) -> None:
         self.stream = stream
-        self.on = bool(getattr(stream, "isatty", lambda: False)())
+        self.on = bool(getattr(stream, "isatty", lambda: False)()) if on is None else on
         self.start = time.monotonic()
         self.failed = 0
         self.shown = False
@@ -201,20 +204,21 @@ def _finish(ctx: Context, run: RolloutRun, progress: ProgressLine, diff: bool) -
     if failed:
         ctx.note(f"{len(failed)} of {len(run.results)} WNs failed ({fold([r.host for r in failed])}) in {run.elapsed:.1f} s")
         return ExitCode.FAILED
-    ctx.note(f"{len(run.results)} WNs {what} in {run.elapsed:.1f} s" + (" (dry run: nothing written)" if run.dry_run else ""))
+    ctx.info(f"{len(run.results)} WNs {what} in {run.elapsed:.1f} s" + (" (dry run: nothing written)" if run.dry_run else ""))
     return ExitCode.OK
 
 
 # ---------------------------------------------------------------- handlers
 
 
+@changing(lambda args: not args.dry_run)
 def apply_profiles(ctx: Context, args: argparse.Namespace) -> int:
     inventory, hosts, parallel = _hosts(ctx, args)
     batches = _batches(ctx, args)
     if not hosts:
-        ctx.note("no WNs selected")
+        ctx.info("no WNs selected")
         return ExitCode.OK
-    progress = ProgressLine(ctx.err)
+    progress = ProgressLine(ctx.err, on=ctx.progress)
     try:
         run = rollout.apply(
             ctx.site, hosts, dry_run=args.dry_run, wait_lock=args.wait_lock, restart_now=args.restart_now,
@@ -242,15 +246,16 @@ def _generations_text(run: RolloutRun) -> str:
     return "\n".join(lines)
 
 
+@changing(lambda args: not (args.list or args.dry_run))
 def rollback_profiles(ctx: Context, args: argparse.Namespace) -> int:
     inventory, hosts, parallel = _hosts(ctx, args)
     if args.list and (args.to or args.dry_run):
         raise UsageError("--list changes nothing: it does not go with --to or --dry-run")
     batches = _batches(ctx, args)
     if not hosts:
-        ctx.note("no WNs selected")
+        ctx.info("no WNs selected")
         return ExitCode.OK
-    progress = ProgressLine(ctx.err)
+    progress = ProgressLine(ctx.err, on=ctx.progress)
     try:
         if args.list:
             run = rollout.list_generations(ctx.site, hosts, parallelism=parallel, accept_new=args.accept_new, inventory=inventory, progress=progress)

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from siteadmin.cli import changing
 from siteadmin.directory import CACHE_NOTE, CE, Change, Directory, check_ce_name
 from siteadmin.errors import ExitCode, SiteadminError, UsageError, printable
 
@@ -124,21 +125,29 @@ def _run_changes(ctx: Context, args: argparse.Namespace, names: list[str], do: A
             results.append(change.as_dict())
             changed = changed or change.outcome == "ok"
             if not ctx.json:
-                ctx.emit(None, _change_text(change.as_dict()))
+                text = _change_text(change.as_dict())
+                ctx.emit(None, text, quiet_text=None if change.outcome in ("ok", "unchanged", "dry-run") else text)
     if ctx.json:
         ctx.emit(results)
     if changed:
-        ctx.note(CACHE_NOTE)
+        ctx.info(CACHE_NOTE)
     return int(status)
 
 
+def _changes_ldap(args: argparse.Namespace) -> bool:
+    return not args.dry_run and args.ldif_request is None
+
+
+@changing(_changes_ldap)
 def enable_ces(ctx: Context, args: argparse.Namespace) -> int:
     return _run_changes(ctx, args, args.ces, lambda d, n: d.enable(n, dry_run=args.dry_run, request_file=args.ldif_request))
 
 
+@changing(_changes_ldap)
 def disable_ces(ctx: Context, args: argparse.Namespace) -> int:
     return _run_changes(ctx, args, args.ces, lambda d, n: d.disable(n, dry_run=args.dry_run, request_file=args.ldif_request))
 
 
+@changing(_changes_ldap)
 def set_ce(ctx: Context, args: argparse.Namespace) -> int:
     return _run_changes(ctx, args, [args.ce], lambda d, n: d.set_method(n, args.method, dry_run=args.dry_run, request_file=args.ldif_request))

@@ -130,5 +130,9 @@ def site_toml_text(facts: SiteFacts, lab_dir: Path) -> str:
         "[audit]",
         f"path = {_q('audit.jsonl')}",
         "",
+        "[syslog]",
+        "# a rehearsal: the machine's syslog (and the site's central log collection) must not see lab changes",
+        "enabled = false",
+        "",
     ]
     return "\n".join(lines)

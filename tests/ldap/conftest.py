@@ -274,6 +274,7 @@ def write_site(path: Path, spec: SlapdSpec, account: str = "admin", **ldap: Any)
     lines = ["[site]", f'name = "{SITE}"', "", "[ldap]"]
     lines += [f"{k} = {toml_value(v)}" for k, v in settings.items() if v is not None]
     lines += ["", "[audit]", f"path = {toml_value(path.parent / 'audit.jsonl')}", ""]
+    lines += ["[syslog]", "enabled = false  # a test site: the machine's syslog must not see its changes", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 

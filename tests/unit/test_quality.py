@@ -17,7 +17,10 @@ import siteadmin
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-CORE_PACKAGES = {"errors", "site", "inventory", "secrets", "audit", "directory", "aria2conf", "remote", "rollout", "preflight", "swarm", "lab"}
+CORE_PACKAGES = {
+    "errors", "site", "inventory", "secrets", "audit", "directory", "aria2conf", "remote", "rollout", "preflight", "swarm", "lab",
+    "runlock", "syslog_sink",
+}
 
 
 def core_modules() -> list[str]:
