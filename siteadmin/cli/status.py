@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from siteadmin.errors import ExitCode, UsageError, printable
+from siteadmin.errors import ExitCode, SiteadminError, UsageError, printable
 from siteadmin.inventory import Inventory, fold
 from siteadmin.remote import fold_failures, summarise
-from siteadmin.swarm import SwarmMonitor, SwarmReport, describe, nagios, set_accounting, write_prometheus
+from siteadmin.swarm import NagiosState, SwarmMonitor, SwarmReport, describe, nagios, set_accounting, write_prometheus
 from siteadmin.swarm.model import wn_as_dict
 
 if TYPE_CHECKING:
@@ -134,6 +134,21 @@ def report_json(report: SwarmReport, package: str | None = None) -> dict[str, An
 
 
 def show_status(ctx: Context, args: argparse.Namespace) -> int:
+    if not args.nagios:
+        return _status(ctx, args)
+    if args.accounting is not None or args.watch is not None or ctx.json:
+        raise UsageError("--nagios prints one line: it takes no --accounting, --watch or --json")
+    # Nagios: one line on stdout whatever happens, and Nagios's exit codes (as check --nagios)
+    try:
+        return _status(ctx, args)
+    except (KeyboardInterrupt, UsageError):
+        raise
+    except SiteadminError as exc:
+        ctx.out.write(f"SWARM UNKNOWN - {printable(exc.one_line())}\n")
+        return int(NagiosState.UNKNOWN)
+
+
+def _status(ctx: Context, args: argparse.Namespace) -> int:
     site = ctx.site
     inventory = Inventory(site)
     hosts = inventory.select(args.pattern)
@@ -146,8 +161,6 @@ def show_status(ctx: Context, args: argparse.Namespace) -> int:
         return _accounting(ctx, args, hosts, inventory, parallel)
     if args.yes:
         raise UsageError("--yes: only with --accounting on|off")
-    if args.nagios and (args.watch is not None or ctx.json):
-        raise UsageError("--nagios prints one line: it takes no --watch or --json")
     interval = None
     if args.watch is not None:
         interval = args.watch or site.status.interval
@@ -159,7 +172,7 @@ def show_status(ctx: Context, args: argparse.Namespace) -> int:
     if not hosts:
         if args.nagios:
             ctx.out.write("SWARM UNKNOWN - no WNs selected\n")
-            return 3
+            return int(NagiosState.UNKNOWN)
         ctx.note("no WNs selected")
         return ExitCode.OK
 
