@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv slapd ldap-utils openssh-server openssh-client aria2 opentracker
-              mktorrent iproute2 nftables openssl bzip2 procps tmux iptables firewalld)
+              mktorrent iproute2 nftables openssl bzip2 procps tmux iptables firewalld zsh)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
