@@ -35,9 +35,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from siteadmin.cli import main
-from siteadmin.lab import Lab
+from siteadmin.lab import Lab, health
 from siteadmin.remote import WNService
-from siteadmin.secrets import generate_secret, write_secret_file
+from siteadmin.secrets import generate_secret, read_secret_file, write_secret_file
 from siteadmin.swarm import ACCOUNTING_TABLE, SwarmMonitor
 
 pytestmark = [
@@ -134,6 +134,14 @@ def wait_complete(lab: Lab, names: list[str], gids: dict[str, str], timeout: flo
         time.sleep(0.1)
 
 
+def seeder_uploaded(lab: Lab) -> int:
+    """Bytes the central seeder says it has uploaded (its own RPC, inside cern)."""
+    secret = read_secret_file(lab.dir / "cern" / "seeder-rpc-secret")
+    port = int(lab.state["central"]["seeder_rpc_port"])
+    active = health.rpc_call(lab.cern_ns, port, secret, "aria2.tellActive", [["uploadLength"]])
+    return sum(int(d["uploadLength"]) for d in active)
+
+
 def on_wn(lab: Lab, host: str, command: str) -> str:
     """Run a command on a WN over SSH, as siteadmin does (the WN's own mount namespace: its service script)."""
     with WNService(lab.site) as service:
@@ -228,8 +236,19 @@ def test_status_reads_the_swarm_and_flags_each_broken_wn(swarm_lab: Lab, tmp_pat
             assert t["peers"] is not None
             assert 1 <= w["round_trips"] <= 2
             counted = w["counters"]["site"] + w["counters"]["central"]
-            # nothing missed; above the payload: TCP/IP headers and the pieces two WNs fetching at once both asked for (endgame)
-            assert size <= counted < 1.35 * size, (name, w["counters"])
+            assert counted >= size, (name, w["counters"])  # nothing missed
+        # the counters are exact: what the WNs counted from cern is what the seeder says it sent, what they
+        # counted from site WNs is what those say they uploaded (each plus TCP/IP headers, and the .torrent over HTTP)
+        from_cern = sum(wns[name]["counters"]["central"] for name in FETCHERS)
+        from_site = sum(wns[name]["counters"]["site"] for name in FETCHERS)
+        seeder_sent = seeder_uploaded(lab)
+        wns_sent = sum(t["uploaded"] for name in FETCHERS for t in wns[name]["torrents"])
+        assert seeder_sent <= from_cern < 1.08 * seeder_sent + 64 * 1024, (from_cern, seeder_sent)
+        assert wns_sent <= from_site < 1.08 * wns_sent + 64 * 1024, (from_site, wns_sent)
+        record_property("bytes_from_cern_counted", from_cern)
+        record_property("bytes_seeder_uploaded", seeder_sent)
+        record_property("bytes_from_site_counted", from_site)
+        record_property("bytes_wns_uploaded", wns_sent)
         (view,) = data["packages"]
         assert view["name"] == package and view["complete"] == FETCHERS and view["seeding"] == FETCHERS
         assert view["stuck"] == [] and view["http"] == []
