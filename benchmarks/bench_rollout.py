@@ -48,16 +48,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 import paramiko  # noqa: E402
-from _rollout_harness import NODE_USER, Harness, Node, node_shell_cost  # noqa: E402
+from _rollout_harness import NODE_USER, Harness, Node, node_shell_cost, process_cpu  # noqa: E402
 from _rollout_peers import Ansible, ParallelSsh, Pyinfra, peers_venv, versions  # noqa: E402
 from paramiko import sftp as sftp_proto  # noqa: E402
 
 from siteadmin import rollout  # noqa: E402
+from siteadmin.aria2conf import check as check_module  # noqa: E402
 from siteadmin.aria2conf import render  # noqa: E402
 from siteadmin.remote import Session, SessionPool, WNService, files  # noqa: E402
 from siteadmin.rollout import service as rollout_service  # noqa: E402
@@ -143,6 +144,8 @@ def write_site(harness: Harness, generation: int, tool: str = "siteadmin", daemo
         "[wns]",
         f"hosts = [{_q(f'wn[001-{harness.count:03d}].bench')}]",
         f"max_hosts = {max(harness.count, 1000)}",
+        # WNs running aria2c daemons all share this machine: give their BitTorrent and DHT ports room
+        'ports = "27000-27999"',
         "[ssh]",
         f"user = {_q(NODE_USER)}",
         f"key_file = {_q(harness.key_path)}",
@@ -310,12 +313,18 @@ class SiteadminRollout:
         self.daemons: list[subprocess.Popen[bytes]] = []
         list(harness.tool_dirs(self.name))
 
+    @property
+    def pids(self) -> list[int]:
+        """The aria2c daemons' process ids (their CPU is the WNs')."""
+        return [p.pid for p in self.daemons]
+
     def site(self, generation: int) -> Site:
         return write_site(self.harness, generation, self.name, daemons=self.nodes if self.full else ())
 
     def run(self, generation: int, parallel: int) -> None:
         site = self.site(generation)
-        result = rollout.apply(site, [n.name for n in self.nodes], validate=self.full, reload=bool(self.daemons), parallelism=parallel)
+        with one_local_check() if self.full else contextlib.nullcontext():
+            result = rollout.apply(site, [n.name for n in self.nodes], validate=self.full, reload=bool(self.daemons), parallelism=parallel)
         if not result.ok:
             first = result.failed[0]
             raise RuntimeError(f"{self.name}: {len(result.failed)} WNs failed, first {first.host}: {first.error}")
@@ -354,6 +363,37 @@ class SiteadminRollout:
                 proc.kill()
                 proc.wait()
         self.daemons = []
+
+
+_HARNESS_ONLY = ("rpc-listen-port=", "dir=", "save-session=", "log=", "dht-file-path=", "# host:", "# profile:", "# options:")
+"""Lines of a daemon WN's profile that differ WN by WN only because all WNs share this machine."""
+
+
+@contextlib.contextmanager
+def one_local_check() -> Iterator[None]:
+    """For one run, the VoBox-side aria2c check reads the profile once, as on a real site.
+
+    The profile check runs aria2c once per distinct profile; on a real site the WNs share one
+    RPC port and state paths, but here each daemon WN needs its own, which would make 200
+    distinct profiles and 200 local aria2c runs. Texts that differ only in those lines share
+    one answer for the run.
+    """
+    original: Callable[..., list[str]] = getattr(check_module, "check_with_aria2c")  # noqa: B009 - not re-exported
+    said: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def once(text: str, *args: Any, **kwargs: Any) -> list[str]:
+        key = "\n".join(line for line in text.splitlines() if not line.startswith(_HARNESS_ONLY))
+        with lock:
+            if key not in said:
+                said[key] = original(text, *args, **kwargs)
+            return said[key]
+
+    setattr(check_module, "check_with_aria2c", once)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(check_module, "check_with_aria2c", original)  # noqa: B010
 
 
 def wait_port(port: int, timeout: float) -> None:
@@ -468,15 +508,19 @@ def _cpu_now() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def timed(harness: Harness, fn: Callable[[], None]) -> Sample:
+def timed(harness: Harness, fn: Callable[[], None], pids: Sequence[int] = ()) -> Sample:
+    """Wall time of ``fn``, with the CPU this process (and its finished subprocesses) and the WNs spent.
+
+    ``pids``: more WN processes to count (the aria2c daemons of figure (b)).
+    """
     harness.wait_idle()
-    node0, cpu0 = harness.node_cpu(), _cpu_now()
+    node0, cpu0 = harness.node_cpu() + sum(map(process_cpu, pids)), _cpu_now()
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
     cpu = _cpu_now() - cpu0
     harness.wait_idle()
-    return Sample(wall, cpu, harness.node_cpu() - node0)
+    return Sample(wall, cpu, harness.node_cpu() + sum(map(process_cpu, pids)) - node0)
 
 
 def verify(harness: Harness, tool: str, generation: int, nodes: Sequence[Node] | None = None) -> None:
@@ -490,27 +534,29 @@ def verify(harness: Harness, tool: str, generation: int, nodes: Sequence[Node] |
             raise SystemExit(f"{tool}: {node.name}: {path} not rolled out (mode {mode:o}, generation {generation} expected)")
 
 
-def measure(harness: Harness, tool: Tool, runs: int, parallel: int, start: int, log: Callable[[str], None]) -> Figures:
-    """A warm-up run that creates the files, ``runs`` changed runs, then ``runs`` no-change runs."""
-    figures = Figures()
-    generation = start
-    nodes = getattr(tool, "nodes", None)
-    tool.run(generation, parallel)
-    verify(harness, tool.name, generation, nodes)
-    after_warm_up = getattr(tool, "start_daemons", None)
-    if after_warm_up is not None:
-        after_warm_up()
-    for _ in range(runs):
-        generation += 1
-        sample = timed(harness, lambda g=generation: tool.run(g, parallel))  # type: ignore[misc]
-        verify(harness, tool.name, generation, nodes)
-        figures.changed.append(sample)
-        log(f"  {tool.name} changed: {_fmt(sample)}")
-    for _ in range(runs):
-        sample = timed(harness, lambda: tool.run(generation, parallel))
-        verify(harness, tool.name, generation, nodes)
-        figures.unchanged.append(sample)
-        log(f"  {tool.name} no change: {_fmt(sample)}")
+def measure(harness: Harness, tools: Sequence[Tool], runs: int, parallel: int, log: Callable[[str], None]) -> dict[str, Figures]:
+    """A warm-up run per tool (it creates the files), then ``runs`` rounds of changed runs and ``runs`` of no-change runs.
+
+    Each round runs every tool once, one after the other, so that load from elsewhere on the
+    machine falls on all tools alike rather than on whichever ran at that moment.
+    """
+    figures = {tool.name: Figures() for tool in tools}
+    generation = 1000
+    for tool in tools:
+        tool.run(generation, parallel)
+        verify(harness, tool.name, generation, getattr(tool, "nodes", None))
+        start = getattr(tool, "start_daemons", None)
+        if start is not None:
+            start()
+    for kind in ("changed", "no change"):
+        for _ in range(runs):
+            if kind == "changed":
+                generation += 1
+            for tool in tools:
+                sample = timed(harness, lambda t=tool, g=generation: t.run(g, parallel), getattr(tool, "pids", ()))  # type: ignore[misc]
+                verify(harness, tool.name, generation, getattr(tool, "nodes", None))
+                (figures[tool.name].changed if kind == "changed" else figures[tool.name].unchanged).append(sample)
+                log(f"  {tool.name:17} {kind:9}: {_fmt(sample)}")
     return figures
 
 
@@ -518,14 +564,36 @@ def _fmt(sample: Sample) -> str:
     return f"{sample.wall:6.2f} s wall, client CPU {sample.client_cpu:5.2f} s, WN CPU {sample.node_cpu:5.2f} s"
 
 
-def profile_run(harness: Harness, tool: Tool, generation: int, parallel: int, top: int = 25) -> str:
-    """cProfile of one run of an in-process tool (all threads are not seen: the calling thread's view)."""
-    profiler = cProfile.Profile()
-    profiler.enable()
-    tool.run(generation, parallel)
-    profiler.disable()
+def profile_run(tool: Tool, generation: int, parallel: int, top: int = 30) -> str:
+    """cProfile of one run, worker threads included: the per-WN calls run under a profiler of their own, merged."""
+    profiles: list[cProfile.Profile] = []
+    lock = threading.Lock()
+    targets = ((SessionPool, "connect"), (rollout_service, "_apply_host"), (Session, "close"))
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr in targets]
+
+    def wrap(fn: Callable[..., object]) -> Callable[..., object]:
+        @functools.wraps(fn)
+        def profiled(*args: object, **kwargs: object) -> object:
+            profiler = cProfile.Profile()
+            with lock:
+                profiles.append(profiler)
+            return profiler.runcall(fn, *args, **kwargs)
+
+        return profiled
+
+    main_thread = cProfile.Profile()
+    for owner, attr, original in saved:
+        setattr(owner, attr, wrap(original))
+    try:
+        main_thread.runcall(tool.run, generation, parallel)
+    finally:
+        for owner, attr, original in saved:
+            setattr(owner, attr, original)
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    stats = pstats.Stats(main_thread, stream=out)
+    for profiler in profiles:
+        stats.add(profiler)
+    stats.sort_stats("tottime").print_stats(top)
     return out.getvalue()
 
 
@@ -539,7 +607,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="changed and no-change runs per tool; the median is shown (default 3)")
     parser.add_argument("--parallel", type=int, default=50, help="WNs at once, for every tool (default 50)")
     parser.add_argument("--ansible-hosts", type=int, default=0, help="run ansible on the first N WNs only (default: all)")
-    parser.add_argument("--full-hosts", type=int, default=50, help="WNs for siteadmin-full, each with an aria2c daemon (default 50)")
+    parser.add_argument("--full-hosts", type=int, default=200, help="WNs for siteadmin-full, each with an aria2c daemon (default 200)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one changed siteadmin run")
     args = parser.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -574,25 +642,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             template_path = Path(tmp) / "aria2c.conf.j2"
             template_path.write_text(template, encoding="utf-8")
             print(f"profile: {len(fill(template, harness.nodes[0], 10))} bytes per WN")
-            generation = 100
-            for name in args.tools:
-                tool = build_tool(name, harness, template, template_path, bin_dir, Path(tmp) / "peers" / name, args.full_hosts)
-                hosts = len(tool.nodes) if isinstance(tool, SiteadminRollout) else args.hosts
-                print(f"{name} ({hosts} WNs):")
-                try:
-                    results[name] = measure(harness, tool, args.runs, args.parallel, generation, print)
-                    if isinstance(tool, SiteadminRollout):
-                        for label, gen in (("changed", generation + 50), ("no change", generation + 50)):
-                            with StepTimer() as steps:
-                                sample = timed(harness, lambda g=gen, t=tool: t.run(g, args.parallel))  # type: ignore[misc]
-                            print(f"  where the time goes, one {label} run ({_fmt(sample)}), summed over the WNs' threads:")
-                            print("\n".join(steps.lines(hosts)))
-                        if args.profile:
-                            print(profile_run(harness, tool, generation + 60, args.parallel))
-                finally:
+            tools = [build_tool(name, harness, template, template_path, bin_dir, Path(tmp) / "peers" / name, args.full_hosts) for name in args.tools]
+            for tool in tools:
+                print(f"{tool.name}: {len(getattr(tool, 'nodes', harness.nodes))} WNs")
+            try:
+                results = measure(harness, tools, args.runs, args.parallel, print)
+                generation = 5000
+                for tool in tools:
+                    if not isinstance(tool, SiteadminRollout):
+                        continue
+                    for label, gen in (("changed", generation), ("no change", generation)):
+                        with StepTimer() as steps:
+                            sample = timed(harness, lambda g=gen, t=tool: t.run(g, args.parallel), tool.pids)  # type: ignore[misc]
+                        print(f"{tool.name}: where the time goes, one {label} run ({_fmt(sample)}), summed over the WNs' threads:")
+                        print("\n".join(steps.lines(len(tool.nodes))))
+                    if args.profile:
+                        print(profile_run(tool, generation + 1, args.parallel))
+                    generation += 10
+            finally:
+                for tool in tools:
                     if isinstance(tool, SiteadminRollout):
                         tool.stop_daemons()
-                generation += 100
         finally:
             harness.down()
     summary(results, args)
@@ -623,28 +693,48 @@ def build_tool(name: str, harness: Harness, template: str, template_path: Path, 
 
 
 def summary(results: dict[str, Figures], args: argparse.Namespace) -> None:
-    print()
-    print(f"{'tool':18} {'changed':>10} {'no change':>10}   (median wall time of {args.runs}; {args.hosts} WNs)")
+    """The table (median wall time, CPU of the tool and of the WNs; ratio = tool / siteadmin) and the goals."""
     medians = {name: (Figures.median(f.changed), Figures.median(f.unchanged)) for name, f in results.items()}
-    for name, (changed, unchanged) in medians.items():
-        print(f"{name:18} {changed.wall:9.2f}s {unchanged.wall:9.2f}s")
     base = medians.get("siteadmin")
+    print()
+    print(f"median of {args.runs}, {args.hosts} WNs (siteadmin-full: {min(args.full_hosts, args.hosts)}), parallelism {args.parallel}, one batch")
+    print(f"{'tool':18} {'changed':>9} {'no change':>9} {'ratio vs siteadmin':>19}   {'CPU: tool / WNs, changed':>25} {'no change':>13}")
+    for name, (changed, unchanged) in medians.items():
+        ratios = f"{changed.wall / base[0].wall:5.2f}x / {unchanged.wall / base[1].wall:5.2f}x" if base else ""
+        print(
+            f"{name:18} {changed.wall:8.2f}s {unchanged.wall:8.2f}s {ratios:>19}   "
+            f"{changed.client_cpu:11.2f}s / {changed.node_cpu:5.2f}s {unchanged.client_cpu:5.2f}s / {unchanged.node_cpu:5.2f}s"
+        )
     if base is None:
         return
     print()
 
-    def ratio(label: str, num: float, den: float, goal: str, ok: bool) -> None:
-        print(f"{label}: {num / den:.2f}x ({goal}: {'met' if ok else 'NOT met'})")
+    def ratio(label: str, value: float, goal: str, ok: bool | None) -> None:
+        verdict = "" if ok is None else f" ({goal}: {'met' if ok else 'NOT met'})"
+        print(f"{label}: {value:.2f}x{verdict}")
 
-    for peer, goal in (("pyinfra", 2.0), ("ansible", 20.0)):
+    for peer, goal in (("pyinfra", 2.0), ("ansible", 20.0), ("pssh", None)):
         if peer in medians:
             pc, pu = medians[peer]
-            ratio(f"{peer}/siteadmin changed", pc.wall, base[0].wall, f"goal >= {goal:g}x", pc.wall / base[0].wall >= goal)
-            ratio(f"{peer}/siteadmin no change", pu.wall, base[1].wall, "no goal", True)
+            ratio(f"{peer}/siteadmin changed", pc.wall / base[0].wall, f"goal >= {goal:g}x", None if goal is None else pc.wall / base[0].wall >= goal)
+            ratio(f"{peer}/siteadmin no change", pu.wall / base[1].wall, "", None)
     if "paramiko" in medians:
         fc, fu = medians["paramiko"]
-        ratio("siteadmin/paramiko-floor changed", base[0].wall, fc.wall, "goal <= 1.3x", base[0].wall / fc.wall <= 1.3)
-        ratio("siteadmin/paramiko-floor no change", base[1].wall, fu.wall, "goal <= 1.3x", base[1].wall / fu.wall <= 1.3)
+        ratio("siteadmin/paramiko floor changed", base[0].wall / fc.wall, "goal <= 1.3x", base[0].wall / fc.wall <= 1.3)
+        ratio("siteadmin/paramiko floor no change", base[1].wall / fu.wall, "goal <= 1.3x", base[1].wall / fu.wall <= 1.3)
+    if "siteadmin-full" in medians:
+        full_c, full_u = medians["siteadmin-full"]
+        if min(args.full_hosts, args.hosts) == args.hosts:
+            print(
+                f"siteadmin-full over siteadmin: changed +{full_c.wall - base[0].wall:.2f} s ({full_c.wall / base[0].wall:.2f}x), "
+                f"no change +{full_u.wall - base[1].wall:.2f} s ({full_u.wall / base[1].wall:.2f}x)"
+            )
+        else:
+            print(f"siteadmin-full ran on {args.full_hosts} WNs, siteadmin on {args.hosts}: compare per WN, not the totals")
+        if "pyinfra" in medians:
+            pc, pu = medians["pyinfra"]
+            ratio("pyinfra/siteadmin-full changed", pc.wall / full_c.wall, "goal >= 1x", pc.wall / full_c.wall >= 1)
+            ratio("pyinfra/siteadmin-full no change", pu.wall / full_u.wall, "goal >= 1x", pu.wall / full_u.wall >= 1)
 
 
 if __name__ == "__main__":
