@@ -14,20 +14,25 @@ by others, nor its folder) since ``ce disable`` restores the method it finds the
 opened through a symbolic link (a link planted at its path would redirect the appends), and only
 a regular file is read.
 
-Every event gets ``when`` (UTC, ISO 8601) and ``user`` (the local user; ``sudo_user`` when run
-through sudo) unless the caller sets them. The rest of the fields are the caller's; for
+Every event gets ``id`` (a random hex string, so one record can name others: a switch names
+the records of its steps), ``when`` (UTC, ISO 8601) and ``user`` (the local user; ``sudo_user``
+when run through sudo) unless the caller sets them. ``watching`` lets a caller see every record
+written while it runs (from any thread), to learn the ids of the records its steps wrote. The rest of the fields are the caller's; for
 changes they are ``action``, the object (``ce``, ``host``), ``before``, ``after``, ``outcome``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import getpass
 import json
 import os
+import secrets
 import stat
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,30 @@ MAX_LINE_BYTES = 64 * 1024
 """An audit line longer than this is reported as unreadable and skipped (records are a few hundred bytes)."""
 
 WHAT = "audit log"
+
+_watchers: list[Callable[[Mapping[str, Any]], None]] = []
+_watchers_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """A fresh record id: 16 random hex digits."""
+    return secrets.token_hex(8)
+
+
+@contextlib.contextmanager
+def watching(callback: Callable[[Mapping[str, Any]], None]) -> Iterator[None]:
+    """Call ``callback`` with every event ``record`` writes while the block runs, from whatever thread writes it.
+
+    A rollout writes its WNs' records from the fan-out's threads, so a thread-local would miss
+    them; the caller filters what it sees (by ``run``, ``ce``...). The callback must not raise.
+    """
+    with _watchers_lock:
+        _watchers.append(callback)
+    try:
+        yield
+    finally:
+        with _watchers_lock:
+            _watchers.remove(callback)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +153,7 @@ def record(path: Path, event: Mapping[str, Any]) -> dict[str, Any]:
 
     Args:
         path: the audit log (``site.audit.path``); created 0600 with its folder (0700) when missing.
-        event: JSON-serialisable fields; ``when`` and ``user`` are added unless present.
+        event: JSON-serialisable fields; ``id``, ``when`` and ``user`` are added unless present.
 
     Returns:
         The event as written.
@@ -133,7 +162,7 @@ def record(path: Path, event: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: the event is not JSON-serialisable or the file cannot be written.
     """
     path = _resolve(path)
-    full: dict[str, Any] = {"when": now_iso(), "user": local_user()}
+    full: dict[str, Any] = {"id": new_id(), "when": now_iso(), "user": local_user()}
     sudo_user = os.environ.get("SUDO_USER")
     if sudo_user and sudo_user != full["user"]:
         full["sudo_user"] = sudo_user
@@ -165,6 +194,10 @@ def record(path: Path, event: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"audit.path {path}: cannot append: {exc.strerror}") from None
     # after the durable append: syslog is a copy for the site's log collection, best effort, never raising
     syslog_sink.forward(path, full)
+    with _watchers_lock:
+        watchers = list(_watchers)
+    for watcher in watchers:
+        watcher(full)
     return full
 
 

@@ -1,7 +1,8 @@
 """The site config (``site.toml``): typed, validated, documented field by field.
 
 A site config is a handful of TOML tables, one per concern (``[site]``, ``[ldap]``,
-``[central]``, ``[wns]``, ``[ssh]``, ``[aria2c]``, ``[rollout]``, ``[audit]``, ``[syslog]``, ``[status]``). Every field below
+``[central]``, ``[wns]``, ``[ssh]``, ``[aria2c]``, ``[rollout]``, ``[audit]``, ``[syslog]``, ``[status]``,
+and ``[ces.<name>]`` for the WNs each CE serves). Every field below
 carries its own documentation (``doc``), its default (ALICE values built in) and its check, so
 ``config init`` can write a commented example and ``config show`` the effective values.
 
@@ -199,6 +200,22 @@ def check_hostlists(value: list[str]) -> str | None:
             count_hosts(pattern)
         except ValueError as exc:
             return str(exc)
+    return None
+
+
+def check_ce_wns(value: list[str]) -> str | None:
+    """Hostlist patterns or ``@group`` names (groups are looked up once the whole config is read)."""
+    for pattern in value:
+        if not pattern.strip():
+            return 'hostlist patterns or @group names, like ["wn[001-040].example.org", "@bigdisk"]'
+        for term in pattern.split(","):
+            term = term.strip()
+            if term.startswith("@"):
+                if not GROUP_NAME_RE.fullmatch(term[1:]):
+                    return f"a group name after @ (letters, digits, _ . -), got {term!r}"
+                continue
+            if "@" in term:
+                return f'a hostlist like "wn[001-120].example.org" or an @group (got {term!r})'
     return None
 
 
@@ -566,6 +583,15 @@ class SyslogSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class CeSection:
+    """[ces.<name>] — which WNs a CE serves (``siteadmin switch`` prepares exactly these)."""
+
+    wns: list[str] = setting(
+        [], "Hostlist patterns and @group names of the WNs this CE's jobs run on; empty (or no table) means all WNs.", check_ce_wns
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Site:
     """The whole effective site config."""
 
@@ -580,8 +606,16 @@ class Site:
     audit: AuditSection = dataclasses.field(default_factory=AuditSection)
     syslog: SyslogSection = dataclasses.field(default_factory=SyslogSection)
     status: StatusSection = dataclasses.field(default_factory=StatusSection)
+    ces: dict[str, CeSection] = setting({}, "Per-CE settings, by CE name as in LDAP ([ces.<name>]).")
     source: Path | None = dataclasses.field(default=None, metadata={"internal": True})
     """Where this config was read from; None for the built-in defaults."""
+
+    def ce_section(self, name: str) -> CeSection | None:
+        """The ``[ces.<name>]`` table of a CE (CE names match case-insensitively, as in LDAP); None when absent."""
+        for key, section in self.ces.items():
+            if key.casefold() == name.casefold():
+                return section
+        return None
 
     def require_name(self) -> str:
         """The site name, or a ConfigError when the config does not set one."""
@@ -733,6 +767,19 @@ def _check_across(site: Site) -> None:
     for name in site.wns.groups:
         if not GROUP_NAME_RE.fullmatch(name):
             raise ConfigError(f"wns.groups.{_show(name)}: must be a group name of letters, digits, _ . - (at most 64)")
+    seen_ces: dict[str, str] = {}
+    for name, ce in site.ces.items():
+        if not name or has_control(name) or len(name) > 256:
+            raise ConfigError(f"ces.{_show(name)}: must be a CE name as in LDAP (printable, at most 256 characters)")
+        if name.casefold() in seen_ces:
+            raise ConfigError(f"ces.{_show(name)}: the same CE as ces.{_show(seen_ces[name.casefold()])} (CE names are case-insensitive)")
+        seen_ces[name.casefold()] = name
+        for pattern in ce.wns:
+            for term in pattern.split(","):
+                group = term.strip()[1:] if term.strip().startswith("@") else None
+                if group is not None and group != "all" and group not in site.wns.groups:
+                    known = ", ".join("@" + g for g in site.wns.groups) or "none configured"
+                    raise ConfigError(f"ces.{_show(name)}.wns: @{group}: no such WN group", f"groups: {known}")
     if site.ldap.default_method not in site.ldap.install_methods:
         raise ConfigError(
             f"ldap.default_method = {_show(site.ldap.default_method)}: must be one of ldap.install_methods",
@@ -947,6 +994,9 @@ def example_site_toml() -> str:
         "# [wns.groups.bigdisk]",
         "# hosts = [\"wn[001-040].example.org\"]",
         "# aria2c = { max-overall-upload-limit = \"100M\" }",
+        "# The WNs one CE's jobs run on (siteadmin switch prepares these; all WNs when absent):",
+        "# [ces.\"CE1\"]",
+        "# wns = [\"@bigdisk\", \"wn[041-080].example.org\"]",
         "# One WN reached on another address or port:",
         "# [wns.nodes.\"wn001.example.org\"]",
         "# address = \"192.0.2.10\"",
@@ -982,4 +1032,6 @@ def reference_markdown() -> str:
     _reference_table(GroupSection, lines)
     lines += ['## [wns.nodes."HOST"]', ""]
     _reference_table(NodeSection, lines)
+    lines += ['## [ces."NAME"]', ""]
+    _reference_table(CeSection, lines)
     return "\n".join(lines)
