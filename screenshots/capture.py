@@ -1,8 +1,10 @@
-"""Save an SVG screenshot of each console tab on a running lab site.
+"""Save an SVG screenshot of every console screen on a running lab site.
 
-    .venv/bin/siteadmin lab up && .venv/bin/python screenshots/capture.py [--dir LAB_DIR]
+    .venv/bin/siteadmin lab up && .venv/bin/python screenshots/capture.py [--dir LAB_DIR] [--size 100x30]
 
-Screens are taken with Textual's own renderer (no terminal needed) into screenshots/*.svg.
+Screens are taken with Textual's own renderer (no terminal needed) into screenshots/*.svg. On
+the way the preflight runs, a rollout is planned, and CE4's enable is shown on its confirmation
+screen and cancelled (nothing is written to LDAP).
 """
 
 from __future__ import annotations
@@ -11,57 +13,76 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from textual.widgets import DataTable
-
 from siteadmin.cli.lab import default_dir
 from siteadmin.lab import Lab
 from siteadmin.tui.app import SiteadminApp
 
-TABS = ["tab-site", "tab-ces", "tab-wns", "tab-profile", "tab-audit", "tab-lab"]
 HERE = Path(__file__).resolve().parent
+VIEWS = ["overview", "ces", "wns", "profile", "rollout", "preflight", "swarm", "audit", "config", "lab"]
 
 
-async def settle(app: SiteadminApp) -> None:
-    for _ in range(100):
+async def settle(app: SiteadminApp, rounds: int = 400) -> None:
+    for _ in range(rounds):
         await asyncio.sleep(0.05)
-        if not any(w.is_running for w in app.workers):
+        if not any(w.is_running for w in app.workers if w.group != "swarm" and w.group != "overview-swarm"):
             break
+    await asyncio.sleep(0.2)
 
 
-async def capture(lab: Lab) -> list[Path]:
-    """One screenshot per tab; on the way, CE4 is switched to torrent (shown) and back (audited)."""
+async def capture(lab: Lab, size: tuple[int, int]) -> list[Path]:
     app = SiteadminApp(lab.site)
-    saved = []
-    async with app.run_test(size=(130, 38)) as pilot:
-        for tab in TABS:
-            app.action_show_tab(tab)
+    saved: list[Path] = []
+
+    def shot(name: str) -> None:
+        app.save_screenshot(filename=f"console-{name}.svg", path=str(HERE))
+        saved.append(HERE / f"console-{name}.svg")
+
+    async with app.run_test(size=size) as pilot:
+        for view in VIEWS:
+            await pilot.press("0" if view == "lab" else str(VIEWS.index(view) + 1))
             await settle(app)
-            if tab == "tab-ces":
-                table = app.query_one("#ces DataTable", DataTable)
-                table.move_cursor(row=table.get_row_index("CE4"))
-                await pilot.press("e")  # enable torrent on CE4: the screenshot shows it and the notice
+            if view == "wns":
+                await pilot.press("c")
                 await settle(app)
+            if view == "rollout":
+                await pilot.press("p")
                 await settle(app)
-            if tab == "tab-wns":
-                app.action_show_tab("tab-ces")
-                await pilot.press("d")  # CE4 back to its earlier method, before the audit screenshot
+            if view == "preflight":
+                await pilot.press("c")
                 await settle(app)
+            if view == "swarm":
+                for _ in range(100):
+                    await asyncio.sleep(0.1)
+                    if app.query_one("#swarm").polls:  # type: ignore[attr-defined]
+                        break
+                await pilot.pause()
+            shot(view)
+            if view == "ces":
+                table = app.query_one("#ces DataTable")
+                table.move_cursor(row=table.get_row_index("CE4"))  # type: ignore[attr-defined]
+                await pilot.press("e")
                 await settle(app)
-                app.action_show_tab(tab)
-                await pilot.press("c")  # check every WN over SSH
+                shot("ces-confirm")
+                await pilot.press("escape")  # cancelled: nothing is written
                 await settle(app)
-            await pilot.pause()
-            name = f"console-{tab.removeprefix('tab-')}.svg"
-            app.save_screenshot(filename=name, path=str(HERE))
-            saved.append(HERE / name)
+            if view == "profile":
+                await pilot.press("e")
+                await settle(app)
+                shot("profile-form")
+                await pilot.press("escape")
+        await pilot.press("1")
+        await settle(app)
+        shot("overview")
     return saved
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--size", default="100x30", help="COLSxROWS (default 100x30)")
     args = parser.parse_args()
-    for path in asyncio.run(capture(Lab(args.dir or default_dir()))):
+    cols, rows = (int(n) for n in args.size.split("x"))
+    for path in asyncio.run(capture(Lab(args.dir or default_dir()), (cols, rows))):
         print(path)
 
 

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 from textual.app import App
-from textual.widgets import DataTable, TabbedContent
+from textual.widgets import DataTable
 
 from siteadmin import audit
 from siteadmin.errors import warnings_to
@@ -44,7 +44,7 @@ async def test_the_audit_view_shows_escapes_written_out(tmp_path: Path) -> None:
     app = SiteadminApp(load_site(path))
     async with app.run_test(size=(160, 40)) as pilot:
         await settle(app, pilot)
-        app.query_one(TabbedContent).active = "tab-audit"
+        app.show_view("audit")
         await pilot.pause()
         table = app.query_one("#audit DataTable", DataTable)
         shown = [str(cell) for cell in table.get_row_at(0)]
@@ -58,6 +58,7 @@ async def test_core_warnings_become_notices_once(tmp_path: Path) -> None:
     app = SiteadminApp(load_site(path))
     with warnings_to(app.warning):
         async with app.run_test(size=(160, 40)) as pilot:
+            app.show_view("ces")
             await settle(app, pilot)
             app.query_one("#ces").reload()  # type: ignore[attr-defined]
             await settle(app, pilot)
@@ -78,6 +79,7 @@ async def test_the_audit_view_keeps_the_last_records_and_counts_all(tmp_path: Pa
     log.write_text("".join(f'{{"action": "enable", "ce": "CE{n}", "outcome": "ok"}}\n' for n in range(SHOWN + 10)))
     app = SiteadminApp(load_site(path))
     async with app.run_test(size=(160, 40)) as pilot:
+        app.show_view("audit")
         await settle(app, pilot)
         table = app.query_one("#audit DataTable", DataTable)
         assert table.row_count == SHOWN

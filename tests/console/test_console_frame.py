@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 from textual.app import App
-from textual.widgets import DataTable, Static, TabbedContent
+from textual.widgets import DataTable, Static
 
 from siteadmin.site import load_site
 from siteadmin.tui.app import SiteadminApp
@@ -43,12 +43,15 @@ async def test_console_shows_site_wns_and_ldap_errors(tmp_path: Path) -> None:
     )
     app = SiteadminApp(load_site(path))
     async with app.run_test(size=(120, 40)) as pilot:
+        app.show_view("config")
         await settle(app, pilot)
-        overview = app.query_one("#overview DataTable", DataTable)
-        cells = dict(row_text(overview, i)[:2] for i in range(overview.row_count))
+        config = app.query_one("#config DataTable", DataTable)
+        cells = dict(row_text(config, i)[:2] for i in range(config.row_count))
         assert cells["site"] == "TESTSITE"
         assert cells["WNs"].startswith("wn[001-003].example.org")
-        app.query_one(TabbedContent).active = "tab-wns"
+        app.show_view("ces")
+        await settle(app, pilot)
+        app.show_view("wns")
         await pilot.pause()
         wns = app.query_one("#wns DataTable", DataTable)
         assert wns.row_count == 3
@@ -71,7 +74,7 @@ async def test_console_profile_is_rendered_masked(tmp_path: Path) -> None:
     site = load_site(path)
     app = SiteadminApp(site)
     async with app.run_test(size=(140, 50)) as pilot:
-        app.query_one(TabbedContent).active = "tab-profile"
+        app.show_view("profile")
         await settle(app, pilot)
         table = app.query_one("#profile DataTable", DataTable)
         assert [row_text(table, i)[0] for i in range(table.row_count)] == ["wn001.example.org", "wn002.example.org"]
@@ -90,7 +93,7 @@ async def test_text_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> 
     audit.record(site.audit.path, {"action": "enable", "ce": "[/oops]", "before": "[bold]x", "after": "Torrent", "outcome": "refused"})
     app = SiteadminApp(site)
     async with app.run_test(size=(140, 40)) as pilot:
-        app.action_show_tab("tab-audit")
+        app.show_view("audit")
         await settle(app, pilot)
         table = app.query_one("#audit DataTable", DataTable)
         assert row_text(table, 0)[2:5] == ["enable", "[/oops]", "[bold]x"]
@@ -101,11 +104,11 @@ async def test_view_hints_are_shown_as_written(tmp_path: Path) -> None:
     path.write_text(f'[site]\nname = "TESTSITE"\n[ldap]\nurl = "ldaps://127.0.0.1:{closed_port()}"\ntimeout = 2\n')
     app = SiteadminApp(load_site(path))
     async with app.run_test(size=(140, 40)) as pilot:
-        app.action_show_tab("tab-wns")
+        app.show_view("wns")
         await settle(app, pilot)
         hint = str(app.query_one("#wns .hint", Static).render())
         assert "from [wns] in site.toml" in hint
         # not a lab site: no Lab tab, and its key does nothing
         assert not app.query("#lab")
-        app.action_show_tab("tab-lab")
-        assert app.query_one(TabbedContent).active == "tab-wns"
+        app.show_view("lab")
+        assert app.current == "wns"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import DataTable, Static, TabbedContent
+from textual.widgets import DataTable, Static
 
 from siteadmin.directory import Directory
 from siteadmin.lab import Lab
@@ -23,7 +23,7 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
     assert method_of(lab, "CE4") == ("Parrot",)
     app = SiteadminApp(lab.site)
     async with app.run_test(size=(140, 45)) as pilot:
-        app.query_one(TabbedContent).active = "tab-ces"
+        app.show_view("ces")
         await settle(app, pilot)
         table = app.query_one("#ces DataTable", DataTable)
         names = [row_text(table, i)[0] for i in range(table.row_count)]
@@ -42,7 +42,7 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
         await settle(app, pilot)
         assert method_of(lab, "CE4") == ("Parrot",)
 
-        app.query_one(TabbedContent).active = "tab-audit"
+        app.show_view("audit")
         await settle(app, pilot)
         audit = app.query_one("#audit DataTable", DataTable)
         newest = [row_text(audit, i) for i in range(2)]
@@ -57,7 +57,7 @@ async def test_a_toggle_after_someone_else_changed_the_ce_is_refused(lab: Lab) -
     app = SiteadminApp(lab.site)
     try:
         async with app.run_test(size=(140, 45)) as pilot:
-            app.action_show_tab("tab-ces")
+            app.show_view("ces")
             await settle(app, pilot)
             table = app.query_one("#ces DataTable", DataTable)
             table.move_cursor(row=table.get_row_index("CE1"))
@@ -90,7 +90,7 @@ async def test_checking_wns_over_ssh_shows_each_wns_own_result(lab: Lab) -> None
     )
     app = SiteadminApp(dataclasses.replace(lab.site, wns=wns))
     async with app.run_test(size=(160, 45)) as pilot:
-        app.action_show_tab("tab-wns")
+        app.show_view("wns")
         await settle(app, pilot)
         await pilot.press("c")
         await settle(app, pilot)
@@ -105,7 +105,7 @@ async def test_checking_wns_over_ssh_shows_each_wns_own_result(lab: Lab) -> None
 async def test_the_lab_tab_shows_the_labs_real_health(lab: Lab) -> None:
     app = SiteadminApp(lab.site)
     async with app.run_test(size=(160, 45)) as pilot:
-        app.action_show_tab("tab-lab")
+        app.show_view("lab")
         await settle(app, pilot)
         table = app.query_one("#lab DataTable", DataTable)
         rows = [row_text(table, i) for i in range(table.row_count)]

@@ -7,7 +7,7 @@ import json
 import socket
 from pathlib import Path
 
-from textual.widgets import DataTable, Static, TabbedContent
+from textual.widgets import DataTable, Static
 
 from siteadmin.cli import main
 from siteadmin.site import load_site
@@ -63,7 +63,7 @@ async def test_console_and_lint_give_the_same_verdicts(tmp_path: Path) -> None:
 
     app = SiteadminApp(load_site(path))
     async with app.run_test(size=(160, 50)) as pilot:
-        app.query_one(TabbedContent).active = "tab-profile"
+        app.show_view("profile")
         for _ in range(300):
             await pilot.pause(0.02)
             if "profiles" in str(app.query_one("#profile-status", Static).render()):

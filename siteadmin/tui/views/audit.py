@@ -6,17 +6,16 @@ The log is streamed and only the last ``SHOWN`` records are kept; every cell goe
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Iterator
 from typing import Any
 
 from textual.app import ComposeResult
 from textual.widgets import DataTable
 
-from siteadmin import audit
+from siteadmin.tui.services import AUDIT_SHOWN as SHOWN
+from siteadmin.tui.services import AuditPage
 from siteadmin.tui.views.base import View, cells
 
-SHOWN = 500
+__all__ = ["SHOWN", "AuditView"]
 
 
 def _cell(value: Any) -> str:
@@ -27,7 +26,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-class AuditView(View):
+class AuditView(View[AuditPage]):
     title = "Audit log"
     hint = "Every change and attempt, newest first."
 
@@ -36,22 +35,13 @@ class AuditView(View):
         table.add_columns("when (UTC)", "who", "action", "CE", "before", "after", "outcome")
         yield table
 
-    def fetch(self) -> tuple[int, list[audit.AuditRecord]]:
-        counted = 0
+    def fetch(self) -> AuditPage:
+        return self.services.audit_page()
 
-        def counting() -> Iterator[audit.AuditRecord]:
-            nonlocal counted
-            for record in audit.iter_records(self.site.audit.path):
-                counted += 1
-                yield record
-
-        last = collections.deque(counting(), maxlen=SHOWN)
-        return counted, list(last)
-
-    def show(self, data: Any) -> None:
+    def show(self, data: AuditPage) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        total, records = data
+        total, records = data.total, data.records
         for record in reversed(records):
             event = record.event
             if event is None:

@@ -1,28 +1,35 @@
-"""The site's CEs and their install method, with enable/disable of torrent mode."""
+"""The site's CEs and their install method; enable/disable torrent mode, always after a confirmation.
+
+``e`` / ``d`` first compute the change with a dry run (nothing written) and show its LDIF on a
+confirmation screen; only ``y`` there sends it, as the same compare-and-set as
+``siteadmin ce enable``: the value this screen showed is the expected one, so a CE another admin
+changed meanwhile is refused. ``s`` is the switch: preflight, rollout, LDAP, verify, in order.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from siteadmin.directory import CE, Change, Directory
+from siteadmin.directory import CE, Change
 from siteadmin.errors import printable
 from siteadmin.tui.messages import SiteChanged
+from siteadmin.tui.screens import ConfirmScreen
 from siteadmin.tui.views.base import View, cells
 
 ALIEN_CACHE_NOTE = "AliEn caches CE settings for up to 600 s before jobs see the change."
 
 
-class CesView(View):
+class CesView(View[list[CE]]):
     title = "Computing elements"
-    hint = "installMethod of each CE in LDAP. e: enable torrent  d: disable (restore the earlier method)  r: reload"
+    hint = "installMethod of each CE in LDAP. Every change is shown (its LDIF) and asked first."
     BINDINGS = [
         Binding("e", "enable", "Enable torrent"),
         Binding("d", "disable", "Disable torrent"),
+        Binding("s", "switch", "Switch (gated)"),
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -35,10 +42,13 @@ class CesView(View):
         yield table
 
     def fetch(self) -> list[CE]:
-        with Directory(self.site) as directory:
-            return directory.list_ces()
+        return self.services.list_ces()
 
-    def show(self, data: Any) -> None:
+    @property
+    def ces(self) -> list[CE]:
+        return list(self._ces.values())
+
+    def show(self, data: list[CE]) -> None:
         table = self.query_one(DataTable)
         selected = self.selected()
         table.clear()
@@ -58,27 +68,46 @@ class CesView(View):
         return str(row_key.value) if row_key.value is not None else None
 
     def action_enable(self) -> None:
-        self._toggle("enable")
+        self._ask("enable")
 
     def action_disable(self) -> None:
-        self._toggle("disable")
+        self._ask("disable")
 
-    def _toggle(self, action: str) -> None:
+    def action_switch(self) -> None:
+        name = self.selected()
+        if name is None:
+            self.app.notify("no CE selected", severity="warning")
+            return
+        switch = getattr(self.app, "open_switch", None)
+        if callable(switch):
+            switch(name)
+
+    def _ask(self, action: str) -> None:
         name = self.selected()
         if name is None:
             self.app.notify("no CE selected", severity="warning")
             return
         expected = self._ces[name].install_methods
-        self.set_status(f"{action} {name}…")
-        self.change(action, name, expected)
+        self.set_status(f"{action} {name}: computing the change…", "busy")
+        self.call("ce-preview", lambda: self.services.ce_preview(name, action, expected), lambda change: self._confirm(action, change, expected))
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="ce-change")
-    def change(self, action: str, name: str, expected: tuple[str, ...]) -> None:
-        # expected = what this screen showed: if someone changed it since, the compare-and-set refuses
-        with Directory(self.site) as directory:
-            method = directory.enable if action == "enable" else directory.disable
-            result = method(name, expected=expected)
-        self.app.call_from_thread(self._changed, result)
+    def _confirm(self, action: str, change: Change, expected: tuple[str, ...]) -> None:
+        before = "|".join(change.before) or "(none)"
+        if change.outcome == "unchanged":
+            self.set_status(f"{change.ce}: unchanged ({change.note or before}); nothing to send", "ok")
+            return
+        self.set_status(f"{action} {change.ce}: waiting for confirmation")
+        what = f"{change.ce}: installMethod {before} -> {change.after}  ({change.dn})\n{change.note}".rstrip()
+        body = change.ldif + f"\n{ALIEN_CACHE_NOTE}\n"
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                self.set_status(f"{action} {change.ce}: cancelled, nothing written", "ok")
+                return
+            self.set_status(f"{action} {change.ce}…", "busy")
+            self.call("ce-change", lambda: self.services.ce_change(change.ce, action, expected), self._changed)
+
+        self.app.push_screen(ConfirmScreen(f"{action.capitalize()} torrent on {change.ce}?", what, body), answered)
 
     def _changed(self, change: Change) -> None:
         before = "|".join(change.before) or "(none)"

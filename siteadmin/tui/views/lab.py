@@ -11,7 +11,7 @@ from siteadmin.lab import Lab, LabStatus
 from siteadmin.tui.views.base import View, cells
 
 
-class LabView(View):
+class LabView(View[LabStatus]):
     title = "Lab"
     hint = "Every lab component checked for real (LDAPS bind, SSH, RPC through a tunnel, announce, scrape, HTTP). r re-checks."
 
@@ -27,8 +27,8 @@ class LabView(View):
     def fetch(self) -> LabStatus:
         return self.lab.status()
 
-    def show(self, data: Any) -> None:
-        status: LabStatus = data
+    def show(self, data: LabStatus) -> None:
+        status = data
         table = self.query_one(DataTable)
         table.clear()
         for check in status.checks:

@@ -9,17 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Static
 
-from siteadmin.aria2conf import HostCheck, ProfileCheck, check_profiles
+from siteadmin.aria2conf import HostCheck, ProfileCheck
 from siteadmin.errors import printable_lines
 from siteadmin.tui.views.base import View, cells
 
 
-class ProfileView(View):
+class ProfileView(View[ProfileCheck]):
     title = "aria2c profile"
-    hint = "The config each WN gets, secrets masked, with the security lint and aria2c's own check. Move the cursor to pick a WN."
+    hint = "Each WN's config, secrets masked, linted and read by aria2c. e: edit the profile (form, diff, save)"
+    BINDINGS = [Binding("e", "edit", "Edit profile")]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -33,15 +35,26 @@ class ProfileView(View):
             yield Static("", classes="conf", id="profile-text", markup=False)
 
     def fetch(self) -> ProfileCheck:
-        return check_profiles(self.site)
+        return self.services.profiles()
+
+    def action_edit(self) -> None:
+        from siteadmin.tui.profile_form import ProfileForm
+
+        host = next(iter(self._profiles), None) or next(iter(self.services.hosts()), None)
+
+        def closed(saved: bool | None) -> None:
+            if saved:
+                self.reload()
+
+        self.app.push_screen(ProfileForm(self.services, host), closed)
 
     @property
     def verdicts(self) -> dict[str, str]:
         """WN -> verdict shown (``ok``, ``warning``, ``error``)."""
         return {host: p.verdict.value for host, p in self._profiles.items()}
 
-    def show(self, data: Any) -> None:
-        checked: ProfileCheck = data
+    def show(self, data: ProfileCheck) -> None:
+        checked = data
         table = self.query_one(DataTable)
         table.clear()
         self._profiles = checked.by_host()

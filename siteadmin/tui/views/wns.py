@@ -1,31 +1,30 @@
-"""The site's WNs, how they are reached, and whether they are (c checks them over SSH)."""
+"""The site's WNs, how they are reached, and whether they are (c checks them over SSH).
+
+Pressing ``c`` again while a check runs cancels the earlier check; only the newest fills the rows.
+"""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from siteadmin.inventory import WN, Inventory
+from siteadmin.inventory import WN
 from siteadmin.remote.fanout import HostResult, Progress
-from siteadmin.remote.reach import reach_wns
-from siteadmin.tui.views.base import View, cells
+from siteadmin.tui.views.base import Job, View, cells
 
 REACH_COLUMN = "reach"
 
 
-class WnsView(View):
+class WnsView(View[list[WN]]):
     title = "Worker nodes"
     hint = "WNs of the site from [wns] in site.toml. c: check every WN over SSH (host key verified)"
     BINDINGS = [Binding("c", "check", "Check over SSH")]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._cancel = threading.Event()
         self._results: dict[str, HostResult[str]] = {}
 
     def compose_body(self) -> ComposeResult:
@@ -38,10 +37,9 @@ class WnsView(View):
         yield table
 
     def fetch(self) -> list[WN]:
-        inventory = Inventory(self.site)
-        return [inventory.wn(host) for host in inventory.select()]
+        return self.services.wns()
 
-    def show(self, data: Any) -> None:
+    def show(self, data: list[WN]) -> None:
         table = self.query_one(DataTable)
         table.clear()
         for wn in data:
@@ -57,19 +55,17 @@ class WnsView(View):
         self._results = {}
         for host in hosts:
             table.update_cell(host, REACH_COLUMN, cells("…")[0])
-        self.set_status(f"checking {len(hosts)} WNs over SSH…")
-        self._cancel = threading.Event()
-        self.check(hosts, self._cancel)
+        self.set_status(f"checking {len(hosts)} WNs over SSH…", "busy")
+        job = self.start_job("check")
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="wn-check")
-    def check(self, hosts: list[str], cancel: threading.Event) -> None:
         def progress(step: Progress[str]) -> None:
-            self.app.call_from_thread(self._checked, step)
+            self.app.call_from_thread(self._checked, job, step)
 
-        results = reach_wns(self.site, hosts, cancel=cancel, progress=progress)
-        self.app.call_from_thread(self._all_checked, results)
+        self.call("wn-check", lambda: self.services.reach(hosts, job.cancel, progress), lambda results: self._all_checked(job, results))
 
-    def _checked(self, step: Progress[str]) -> None:
+    def _checked(self, job: Job, step: Progress[str]) -> None:
+        if not self.current("check", job):
+            return  # a newer check owns the rows
         result = step.result
         self._results[result.host] = result
         text = "ok" if result.ok else f"{result.outcome}: {result.error or ''}".removesuffix(": ")
@@ -77,12 +73,11 @@ class WnsView(View):
         if step.done < step.total:
             self.set_status(f"checking {step.total} WNs over SSH… {step.done} done")
 
-    def _all_checked(self, results: list[HostResult[str]]) -> None:
+    def _all_checked(self, job: Job, results: list[HostResult[str]]) -> None:
+        if not self.current("check", job):
+            return
         failed = [r for r in results if not r.ok]
         if failed:
             self.set_status(f"{len(results) - len(failed)} of {len(results)} WNs reached; {len(failed)} failed", "error")
         else:
             self.set_status(f"all {len(results)} WNs reached over SSH", "ok")
-
-    def on_unmount(self) -> None:
-        self._cancel.set()  # a check still running stops and aborts its connections
