@@ -160,3 +160,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     subprocess.Popen.__init__ = _popen_init  # type: ignore[method-assign]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the slow quality gates a test module names in ``START_EARLY`` now, in their own processes.
+
+    They then run beside the other tests (two cores: a cold mypy no longer adds its seconds to the
+    run); the test itself only waits for the verdict, so the gate is the same.
+    """
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        start = getattr(getattr(item, "module", None), "START_EARLY", {}).get(getattr(item, "originalname", item.name))
+        if start is not None:
+            start()

@@ -94,6 +94,40 @@ def test_an_unmarked_daemon_test_fails_before_its_fixtures_run(pytester: pytest.
     fast.assert_outcomes(passed=1)
 
 
+EARLY_MODULE = """
+import time
+from pathlib import Path
+
+STARTED = Path(__file__).with_name("started")
+
+
+def start():
+    STARTED.write_text(str(time.monotonic()))
+
+
+START_EARLY = {"test_slow_gate": start}
+
+
+def test_first():
+    assert STARTED.exists()  # started before any test ran
+
+
+def test_slow_gate():
+    pass
+"""
+
+
+def test_slow_gates_start_when_the_tests_are_collected(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST.read_text(encoding="utf-8"))
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_early=EARLY_MODULE)
+    pytester.runpytest_inprocess(*QUIET).assert_outcomes(passed=2)
+    (pytester.path / "started").unlink()
+    pytester.runpytest_inprocess(*QUIET, "-k", "first").assert_outcomes(failed=1)  # not selected: not started
+    pytester.runpytest_inprocess(*QUIET, "--collect-only")
+    assert not (pytester.path / "started").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "program"),
     [
