@@ -588,7 +588,16 @@ def _fold_reasons(reasons: Mapping[str, str]) -> list[str]:
 
 
 def _rollout_lines(run: RolloutRun) -> list[str]:
-    return [f"{hosts}: {label}" for hosts, label in run.summary()]
+    return _runs_lines([run])
+
+
+def _runs_lines(runs: Sequence[RolloutRun]) -> list[str]:
+    """WNs of several runs (one per generation) folded by what happened to them."""
+    groups: dict[str, list[str]] = {}
+    for one in runs:
+        for result in one.results:
+            groups.setdefault(describe(result), []).append(result.host)
+    return [f"{fold(hosts)}: {label}" for label, hosts in groups.items()]
 
 
 # ---------------------------------------------------------------- the service
@@ -661,7 +670,7 @@ def _undo_rollout(ctx: _Context, run: RolloutRun, step: str) -> Callable[[], Ste
 
     def undo() -> StepOutcome:
         runs, records = _rollback_to(ctx, targets, step)
-        lines = [line for r in runs for line in _rollout_lines(r)]
+        lines = _runs_lines(runs)
         if cannot:
             lines.append(f"{fold(cannot)}: had no config before the switch; the new file is left in place")
         failed = [r for run_ in runs for r in run_.failed]
@@ -829,7 +838,7 @@ def _restore_step(ctx: _Context, plan: SwitchPlan) -> Step:
                 runs.append(rollback(ctx.site, hosts, to=generation, inventory=ctx.inventory, cancel=ctx.cancel, progress=ctx.host_progress(RESTORE)))
         run_ids = {r.run_id for r in runs}
         records = _ids(events, lambda e: e.get("run") in run_ids)
-        lines = tuple(line for r in runs for line in _rollout_lines(r))
+        lines = tuple(_runs_lines(runs))
         undos = [u for r in runs if (u := _undo_rollout(ctx, r, RESTORE)) is not None]
 
         def undo() -> StepOutcome:
