@@ -2,9 +2,11 @@
 
 Host selection and ``--parallel`` read as ``reach`` reads them. The report goes to stdout (text,
 ``--json``, or one Nagios status line with ``--nagios``), progress to stderr, and the last
-result to siteadmin's state directory. Exit status: 0 all checks passed (warnings allowed), 1
-otherwise, 2 usage; with ``--nagios`` Nagios's codes instead: 0 OK, 1 WARNING, 2 CRITICAL,
-3 UNKNOWN.
+result to siteadmin's state directory. Progress only on a terminal; ``--quiet``: only the
+failures. The probes run holding the site-wide run lock (never beside a rollout or another
+check). Exit status: 0 all checks passed (warnings allowed), 1 otherwise, 2 usage, 4 busy (the
+site lock is held); with ``--nagios`` Nagios's codes instead: 0 OK, 1 WARNING, 2 CRITICAL,
+3 UNKNOWN (a held lock too).
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ def _run(ctx: Context, args: argparse.Namespace) -> CheckReport:
     hosts = inventory.select(args.pattern)
     if not hosts:
         raise UsageError("no WNs selected", "list them under [wns] hosts in site.toml, or give a pattern")
-    quiet = args.nagios or ctx.json
-    report = run_check(site, hosts, only=only, outside=args.outside, parallelism=parallel, inventory=inventory,
-                       progress=None if quiet else ctx.note)
+    quiet = args.nagios or ctx.json or not ctx.progress  # progress notes only on a terminal: none in cron or a timer
+    # the probes listen on the WNs' BitTorrent ports: never beside a rollout restarting aria2c, or another check
+    with ctx.site_lock():
+        report = run_check(site, hosts, only=only, outside=args.outside, parallelism=parallel, inventory=inventory,
+                           progress=None if quiet else ctx.note)
     if not args.outside and not args.only:
         report.notes.append("inbound not checked: give --outside [user@]HOST to check what the world can open")
     try:
@@ -84,9 +88,20 @@ def _run(ctx: Context, args: argparse.Namespace) -> CheckReport:
     return report
 
 
+def failures_text(report: CheckReport) -> str:
+    """What ``check --quiet`` prints: the WNs not checked and the error findings (with why and fix), nothing else."""
+    lines = [f"error: {host}: not checked: {why}" for host, why in sorted(report.unchecked.items())]
+    for finding in report.errors:
+        lines.append(f"{finding.level}: {finding.check}: {finding.text}")
+        lines += [f"    {label}: {text}" for label, text in (("why", finding.reason), ("fix", finding.rule)) if text]
+    if report.fatal is not None:
+        lines.append(f"error: {report.fatal}")
+    return "\n".join(lines)
+
+
 def _check(ctx: Context, args: argparse.Namespace) -> int:
     report = _run(ctx, args)
-    ctx.emit(report.as_dict(), lambda _d: report.text())
+    ctx.emit(report.as_dict(), lambda _d: report.text(), quiet_text=lambda _d: failures_text(report))
     if not report.ok and not ctx.json:
         ctx.note(f"check failed: {len(report.errors)} errors, {len(report.unchecked)} WNs not checked")
     return report.exit_code()

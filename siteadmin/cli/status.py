@@ -5,11 +5,13 @@ poll by default, printed as a WN table, a package view and the problems; ``--wat
 re-polls in place (the next poll starts only after the last one is shown, sessions and tunnels
 kept); ``--json`` the whole report; ``--nagios`` one status line with perfdata and the Nagios
 exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); ``--prometheus FILE`` writes the textfile
-collector file too. Without ``--nagios``, exit 0 when no problem is flagged, 1 otherwise.
+collector file too. Without ``--nagios``, exit 0 when no problem is flagged, 1 otherwise;
+``--quiet`` prints the problems alone. Reading takes no lock (it is what you watch during an apply).
 
 ``status --accounting on|off [PATTERN]`` installs or removes the byte-accounting rule on WNs: it
 says what it will do, asks on a terminal (``--yes`` answers for a script; without a terminal and
-without ``--yes`` it refuses), and takes each WN's lock; the change is audited.
+without ``--yes`` it refuses), and takes the site-wide run lock (exit 4 while another run holds
+it) and each WN's lock; the change is audited.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ def _status(ctx: Context, args: argparse.Namespace) -> int:
         if args.nagios:
             ctx.out.write("SWARM UNKNOWN - no WNs selected\n")
             return int(NagiosState.UNKNOWN)
-        ctx.note("no WNs selected")
+        ctx.info("no WNs selected")
         return ExitCode.OK
 
     with SwarmMonitor(site, inventory, parallelism=parallel) as monitor:
@@ -190,8 +192,10 @@ def _show(ctx: Context, args: argparse.Namespace, site: Any, report: SwarmReport
         state, line = nagios(report, site.status)
         ctx.out.write(printable(line) + "\n")
         return int(state)
-    ctx.emit(report_json(report, args.package), lambda _: report_text(report, args.package))
     relevant = [p for p in report.problems if args.package is None or p.package in (None, args.package)]
+    # --quiet: the problems alone (a cron job mails only when there is one)
+    ctx.emit(report_json(report, args.package), lambda _: report_text(report, args.package),
+             quiet_text=lambda _: "\n".join(f"{p.severity}: {p.host}: {p.code}: {p.message}" for p in relevant))
     return ExitCode.FAILED if relevant else ExitCode.OK
 
 
@@ -228,14 +232,15 @@ def _accounting(ctx: Context, args: argparse.Namespace, hosts: list[str], invent
         return ExitCode.OK
     site = ctx.site
     plan = describe(site, hosts, on, inventory)
-    ctx.note(f"status --accounting {args.accounting}: {fold(hosts)}: {plan}")
+    ctx.info(f"status --accounting {args.accounting}: {fold(hosts)}: {plan}")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("--accounting changes the WNs and there is no terminal to ask on", "add --yes to do it without asking")
         if not _ask(f"siteadmin: turn accounting {args.accounting} on {len(hosts)} WN(s)? [y/N] ", ctx.err):
             ctx.note("nothing changed")
             return ExitCode.FAILED
-    results = set_accounting(site, hosts, on, inventory=inventory, parallelism=parallel, wait_lock=args.wait_lock)
+    with ctx.site_lock():  # a change on the WNs: never beside a rollout or another change
+        results = set_accounting(site, hosts, on, inventory=inventory, parallelism=parallel, wait_lock=args.wait_lock)
     failed = [r for r in results if not r.ok]
     data = {
         "accounting": args.accounting,
