@@ -152,7 +152,7 @@ class Lab:
     @property
     def topology(self) -> Topology:
         s = self.state
-        return Topology(mode=s["mode"], tag=s["tag"], subnet=s["subnet"], wns=len(s["wn_list"]))
+        return Topology(mode=s["mode"], tag=s["tag"], subnet=s["subnet"], wns=len(s["wn_list"]), lans=int(s.get("lans", 1)))
 
     @property
     def wn_layouts(self) -> list[WNLayout]:
@@ -165,6 +165,12 @@ class Lab:
     @property
     def namespaces(self) -> list[str]:
         return list(self.state["namespaces"])
+
+    @property
+    def outside_target(self) -> str | None:
+        """``root@<cern address>`` when the lab runs an sshd in cern (``up(outside_ssh=True)``), else None."""
+        outside = self.state.get("outside")
+        return f"{self.state['ssh']['user']}@{outside['host']}" if outside else None
 
     @property
     def router_ns(self) -> str | None:
@@ -239,13 +245,19 @@ class Lab:
 
     # ------------------------------------------------------------ up
 
-    def up(self, wns: int = 4, *, package_mb: int = DEFAULT_PACKAGE_MB, timeout: float = 60.0) -> dict[str, float]:
+    def up(
+        self, wns: int = 4, *, package_mb: int = DEFAULT_PACKAGE_MB, timeout: float = 60.0, lans: int = 1, outside_ssh: bool = False
+    ) -> dict[str, float]:
         """Start the whole lab; clean what an earlier run left first.
 
         Args:
             wns: number of worker nodes (1-200).
             package_mb: size of the generated package (cached per size in ``<dir>/cache``).
             timeout: seconds every component gets to answer.
+            lans: WN subnets behind the router (netns mode; 1-4): WNs are split over them in order.
+            outside_ssh: also run an sshd in the cern namespace (netns mode), trusted in the lab's
+                known_hosts: a host outside the site for ``siteadmin check --outside``
+                (``outside_target``).
 
         Returns:
             Wall times of the phases, seconds ("total" among them).
@@ -258,6 +270,8 @@ class Lab:
             raise LabError(f"--wns {wns}: must be 1-{MAX_WNS}")
         if not 1 <= package_mb <= 4096:
             raise LabError(f"package size {package_mb} MB: must be 1-4096")
+        if not 1 <= lans <= min(4, wns):
+            raise LabError(f"lans {lans}: must be 1-4 and at most the number of WNs")
         mode = self.requested_mode or ("netns" if health.is_root() else "loopback")
         if mode == "netns" and not health.is_root():
             raise LabError("netns mode needs root", "run as root or use loopback mode")
@@ -276,7 +290,7 @@ class Lab:
         self._cleanup(remove_files=False)
         times["cleanup"] = time.monotonic() - started
         try:
-            self._up(mode, wns, package_mb, timeout, times)
+            self._up(mode, wns, package_mb, timeout, times, lans=lans, outside_ssh=outside_ssh)
         except BaseException:
             with contextlib.suppress(Exception):
                 self._cleanup(remove_files=False)
@@ -286,14 +300,17 @@ class Lab:
         self._save()
         return times
 
-    def _up(self, mode: str, n_wns: int, package_mb: int, timeout: float, times: dict[str, float]) -> None:
+    def _up(self, mode: str, n_wns: int, package_mb: int, timeout: float, times: dict[str, float], *, lans: int = 1,
+            outside_ssh: bool = False) -> None:
         from siteadmin.lab import sshd
         from siteadmin.lab.slapd import prepare_slapd
 
         t0 = time.monotonic()
         loopback = mode == "loopback"
         subnet = netns.loopback_subnet(self.tag) if loopback else netns.choose_subnet(self.tag)
-        topo = Topology(mode=mode, tag=self.tag, subnet=subnet, wns=n_wns)
+        if loopback and (lans > 1 or outside_ssh):
+            raise LabError("several WN subnets and an outside sshd need a netns-mode lab", "run the lab as root")
+        topo = Topology(mode=mode, tag=self.tag, subnet=subnet, wns=n_wns, lans=lans)
         for entry in MADE_ENTRIES[3:]:
             shutil.rmtree(self.dir / entry, ignore_errors=True)
         cern_dir = self.dir / "cern"
@@ -313,7 +330,7 @@ class Lab:
                 dir=str(self.dir / "wns" / wns.wn_name(i)),
             ))
         self._state = {
-            "version": 1, "dir": str(self.dir), "mode": mode, "tag": self.tag, "subnet": subnet,
+            "version": 1, "dir": str(self.dir), "mode": mode, "tag": self.tag, "subnet": subnet, "lans": lans,
             "namespaces": topo.namespaces, "links": [topo.vobox_if] if not loopback else [],
             "routes": [subnet] if not loopback else [], "processes": [], "ports": ports,
             "central": {"host": layout.host, "tracker_port": layout.tracker_port, "seeder_port": layout.seeder_port,
@@ -356,9 +373,13 @@ class Lab:
             package, torrent, package_facts = pkg_f.result()
             ldap = ldap_f.result()
             ssh_specs = [f.result() for f in ssh_fs]
+        outside_spec = None
+        if outside_ssh:
+            outside_spec = sshd.prepare_sshd(cern_dir / "ssh", name="cern", listen_host=topo.cern_addr, port=22, authorized_keys=authorized)
+            self.state["outside"] = {"host": topo.cern_addr, "port": 22}
         self.state["package"] = package_facts
         known_hosts = ssh_dir / "known_hosts"
-        sshd.write_known_hosts(known_hosts, ssh_specs)
+        sshd.write_known_hosts(known_hosts, [*ssh_specs, *([outside_spec] if outside_spec is not None else [])])
         self.state["ssh"] = {"user": ssh_user, "key_file": str(key), "known_hosts": str(known_hosts)}
         self.state["ldap"] = {
             "ldaps_url": ldap.ldaps_url, "ldap_url": ldap.ldap_url, "ca_file": str(ldap.ca_file), "base": ldap.base,
@@ -406,6 +427,8 @@ class Lab:
             seeder_conf = central.seeder_conf(layout, package, loopback)
             seeder_env = {"HOME": str(cern_dir), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             start("seeder", central.seeder_argv(seeder_conf, torrent), cern_dir / "seeder.log", cern_ns, seeder_env)
+            if outside_spec is not None:
+                start("sshd cern", outside_spec.argv, cern_dir / "sshd.log", cern_ns)
             for wn, spec in zip(wn_list, ssh_specs, strict=True):
                 if loopback:
                     start(f"sshd {wn.name}", spec.argv, wn.path / "sshd.log", None)
@@ -427,6 +450,8 @@ class Lab:
             ("http", lambda: _quiet(lambda: health.http_request(None, layout.host, layout.http_port, "/", timeout=1.0)[0] == 200)),
             ("seeder", lambda: health.check_seeder(None, layout.host, layout.tracker_port, package_facts["infohash"]).ok),
         ]
+        if outside_spec is not None:
+            waits.append(("sshd cern", _banner(topo.cern_addr, 22)))
         for wn in wn_list:
             waits.append((f"sshd {wn.name}", _banner(wn.address, wn.ssh_port)))
             waits.append((f"aria2c {wn.name}", _rpc_ready(wn, rpc_secret)))

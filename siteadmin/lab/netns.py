@@ -4,7 +4,9 @@ netns mode (root): namespaces ``<tag>-router``, ``<tag>-cern`` and ``<tag>-wnNNN
 holds the site LAN bridge (``br0``, ``mcast_snooping 0``, bridge-nf-call-iptables=0 so router
 rules never see WN-to-WN traffic), a routed link to cern and a link to the VoBox (the root
 namespace), which gets one veth (``<tag>-vb``) and one route for the lab's /16 only.
-``ip_forward`` is switched on inside the router namespace only.
+``ip_forward`` is switched on inside the router namespace only. With ``lans`` above 1 the WNs are
+split over several subnets (``br1``... beside ``br0``) that the router routes between, so subnet
+pairs and LPD islands exist.
 
 loopback mode (not root): no namespaces; services on 127.S.x.y addresses with free ports.
 
@@ -52,6 +54,9 @@ class Topology:
     subnet: str
     """10.S.0.0/16 in netns mode, 127.S.0.0/16 in loopback mode."""
     wns: int
+    lans: int = 1
+    """WN subnets behind the router (netns mode): 1, or more for subnet pairs and LPD islands.
+    WNs are split over them in order (wn001... on the first); each LAN has its own bridge."""
 
     def _host(self, third: int, fourth: int) -> str:
         net = ipaddress.ip_network(self.subnet)
@@ -101,7 +106,18 @@ class Topology:
         return self._host(2, 1)
 
     def wn_addr(self, index: int) -> str:
-        return self._host(2, LAN_HOST_OFFSET + index)
+        return self._host(1 + self.wn_lan(index), LAN_HOST_OFFSET + index)
+
+    def wn_lan(self, index: int) -> int:
+        """The LAN (1..lans) WN ``index`` sits on."""
+        return 1 + (index - 1) * self.lans // max(self.wns, 1)
+
+    def router_addr_on(self, lan: int) -> str:
+        """The router's address on LAN ``lan`` (the WNs' gateway there); LAN 1's is ``router_lan_addr``."""
+        return self._host(1 + lan, 1)
+
+    def lan_net(self, lan: int) -> str:
+        return self._host(1 + lan, 0) + "/24"
 
     @property
     def lan(self) -> str:
@@ -221,12 +237,16 @@ def build(topo: Topology) -> None:
         "link set cern up",
         "link set vobox up",
     ]
+    for lan in range(2, topo.lans + 1):
+        # further WN subnets: a bridge each, routed (not bridged) to the first, as between a site's subnets
+        router += [f"link add br{lan - 1} type bridge mcast_snooping 0", f"addr add {topo.router_addr_on(lan)}/24 dev br{lan - 1}",
+                   f"link set br{lan - 1} up"]
     for i in range(1, topo.wns + 1):
-        router += [f"link set w{i:03d} master br0", f"link set w{i:03d} up"]
+        router += [f"link set w{i:03d} master br{topo.wn_lan(i) - 1}", f"link set w{i:03d} up"]
     jobs: list[tuple[str, list[str]]] = [(topo.router_ns, router)]
     jobs.append((topo.cern_ns, _leaf(topo.cern_addr, topo.router_cern_addr)))
     for i in range(1, topo.wns + 1):
-        jobs.append((topo.wn_ns(i), _leaf(topo.wn_addr(i), topo.router_lan_addr)))
+        jobs.append((topo.wn_ns(i), _leaf(topo.wn_addr(i), topo.router_addr_on(topo.wn_lan(i)))))
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda job: _ip_batch(job[1], netns=job[0]), jobs))
     sysctl = run_in(topo.router_ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
@@ -374,7 +394,7 @@ def cern_cut_ruleset(topo: Topology, sources: Sequence[str] = (), allow_tcp_port
     and WN-to-WN traffic is bridged, never seen here. The text first replaces any earlier cut
     (loading it twice is fine); :func:`cern_reconnect_ruleset` removes it.
     """
-    src = "{ " + ", ".join(sources or [topo.lan]) + " }"
+    src = "{ " + ", ".join(sources or [topo.lan_net(k) for k in range(1, topo.lans + 1)]) + " }"
     lines = [*_delete_table_lines("inet", CERN_CUT_TABLE), f"table inet {CERN_CUT_TABLE} {{", "    chain forward {",
              "        type filter hook forward priority 0; policy accept;"]
     if allow_tcp_ports:

@@ -17,7 +17,7 @@ Three modes, chosen by ``plan["mode"]``; each writes JSON to standard output:
   (a port another program such as aria2c holds is reported as held, never taken), joins the LPD
   group, prints ``READY {json}``, then accepts TCP connections, echoes UDP probes back to their
   sender and reports each LPD announce it hears as ``HEARD <source> <infohash>``. It writes a
-  heartbeat line every second and ends when that write fails (the VoBox closed the channel) or
+  heartbeat line four times a second and ends when that write fails (the VoBox closed the channel) or
   at the plan's deadline, whichever comes first.
 - ``probe``: for each target, TCP connects and UDP probes over the given ports, paced at
   ``rate`` packets per second. A UDP port is ``open`` only when the answer carries this probe's
@@ -44,6 +44,8 @@ MAGIC = b"SAPF1 "
 LPD_GROUP = "239.192.152.143"
 LPD_PORT = 6771
 BT_PROTOCOL = b"\x13BitTorrent protocol"
+HEARTBEAT = 0.25
+"""Seconds between the responder's heartbeat lines: it notices a closed channel this soon."""
 
 
 def _now() -> float:
@@ -461,11 +463,11 @@ def respond(plan: Dict[str, Any]) -> int:
             lpd.close()
             lpd = None
             lpd_state = "cannot listen: %s" % (exc.strerror or exc)
-    ready = {"held_tcp": held_tcp, "held_udp": held_udp, "errors": errors, "lpd": lpd_state}
+    ready = {"held_tcp": held_tcp, "held_udp": held_udp, "errors": errors, "lpd": lpd_state, "pid": os.getpid()}
     if not _say("READY " + json.dumps(ready)):
         return 0
     deadline = _now() + float(plan.get("lifetime", 120.0))
-    beat = _now() + 1.0
+    beat = _now() + HEARTBEAT
     readable = list(listeners.values()) + list(echoes.values()) + ([lpd] if lpd is not None else [])
     while _now() < deadline:
         try:
@@ -492,14 +494,14 @@ def respond(plan: Dict[str, Any]) -> int:
             except OSError:
                 continue
         if _now() >= beat:
-            beat = _now() + 1.0
+            beat = _now() + HEARTBEAT
             if not _say("."):
                 return 0  # the VoBox closed the channel: stop now
     return 0
 
 
 class _Item:
-    __slots__ = ("target", "proto", "port", "payload", "kind", "state", "tries")
+    __slots__ = ("target", "proto", "port", "payload", "tid", "kind", "state", "tries")
 
     def __init__(self, target: int, proto: str, port: int, kind: str) -> None:
         self.target = target
@@ -507,6 +509,7 @@ class _Item:
         self.port = port
         self.kind = kind
         self.payload = b""
+        self.tid = b""
         self.state = ""
         self.tries = 0
 
@@ -587,18 +590,18 @@ def probe(plan: Dict[str, Any]) -> Dict[str, Any]:
         assert address is not None
         item.tries += 1
         if item.proto == "udp":
+            item.payload = MAGIC + ("%s %s %d" % (token, os.urandom(8).hex(), item.port)).encode()
+            datagrams = [item.payload]
             if item.kind == "dht":
-                tid = os.urandom(4)
-                item.payload = tid
-                data = dht_ping(tid, node_id)
-            else:
-                item.payload = MAGIC + ("%s %s %d" % (token, os.urandom(8).hex(), item.port)).encode()
-                data = item.payload
+                # held by another program: aria2c's DHT answers a ping; another check's responder echoes
+                item.tid = os.urandom(4)
+                datagrams.append(dht_ping(item.tid, node_id))
             waiting_udp[(address, item.port)] = item
-            try:
-                udp.sendto(data, (address, item.port))
-            except OSError:
-                pass  # no route now: no answer will come, so it stays filtered
+            for data in datagrams:
+                try:
+                    udp.sendto(data, (address, item.port))
+                except OSError:
+                    pass  # no route now: no answer will come, so it stays filtered
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -646,7 +649,7 @@ def probe(plan: Dict[str, Any]) -> Dict[str, Any]:
                     item = waiting_udp.get((source[0], source[1]))
                     if item is None:
                         continue
-                    good = data == item.payload if item.kind == "echo" else is_dht_answer(data, item.payload)
+                    good = data == item.payload or (item.kind == "dht" and is_dht_answer(data, item.tid))
                     if good:
                         item.state = "open"
                         del waiting_udp[(source[0], source[1])]

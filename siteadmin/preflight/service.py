@@ -23,6 +23,7 @@ Core: never imports the CLI, the console or the lab.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import secrets
@@ -115,8 +116,11 @@ class _WNState:
 class _Responder:
     """A responder probe on its own SSH channel: READY is awaited, later lines are collected."""
 
-    def __init__(self, session: Session, command: str, script: bytes) -> None:
+    def __init__(self, session: Session, command: str, script: bytes, python: str) -> None:
         self.host = session.host
+        self._session = session
+        self._python = python
+        self.pid: int | None = None
         self.lines: list[str] = []
         self.ready = threading.Event()
         self._lock = threading.Lock()
@@ -163,10 +167,25 @@ class _Responder:
             tail = " ".join(err.decode("utf-8", "replace").split())[-200:]
             raise SshError(self.host, f"the responder did not start: {tail or 'no answer'}", outcome="responder failed")
         data: dict[str, Any] = json.loads(line[6:])
+        pid = data.get("pid")
+        self.pid = pid if isinstance(pid, int) and pid > 1 else None
         return data
 
     def close(self) -> list[str]:
-        """Close the channel (the responder stops at its next heartbeat) and return the lines it wrote."""
+        """Stop the responder now and return the lines it wrote.
+
+        Closing the channel alone stops it at its next heartbeat; its ports must be free before
+        this returns, or a check right after would find them held. So it is also ended by its pid
+        (sshd refuses signal requests for root), once that pid is seen to be ``<python> -``.
+        """
+        if self.pid is not None and self._session.is_active():
+            pid, argv = self.pid, shlex.quote(f"{self._python} - ")
+            with contextlib.suppress(SiteadminError):
+                self._session.run(
+                    f'[ "$(tr "\\0" " " </proc/{pid}/cmdline 2>/dev/null)" = {argv} ] && kill {pid}; '
+                    f"i=0; while [ -d /proc/{pid} ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done",
+                    timeout=10.0,
+                )
         self._chan.close()
         self._thread.join(2.0)
         with self._lock:
@@ -411,7 +430,7 @@ def _wire(
         limit = lifetime + 5
         command = f"timeout -k 1 {limit:.0f} {shlex.quote(python)} -"
         try:
-            responder = _Responder(session, command, probe_script(plan))
+            responder = _Responder(session, command, probe_script(plan), python)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise SshError(session.host, f"cannot start the responder: {exc or type(exc).__name__}", outcome="responder failed") from None
         with lock:
@@ -460,8 +479,10 @@ def _wire(
             report.findings += _inbound(site, outside_wn, [states[h] for h in ready], ports, python, token, target)
     finally:
         time.sleep(LPD_SETTLE if multicast else 0.0)
-        for host, responder in responders.items():
-            for line in responder.close():
+        with ThreadPoolExecutor(max_workers=max(1, min(32, len(responders)))) as pool:
+            written = dict(zip(responders, pool.map(_Responder.close, responders.values()), strict=True))
+        for host, lines in written.items():
+            for line in lines:
                 parts = line.split()
                 if len(parts) == 3 and parts[0] == "HEARD":
                     states[host].heard.append((parts[1], parts[2]))

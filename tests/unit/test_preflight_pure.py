@@ -205,3 +205,14 @@ def test_site_keys() -> None:
     assert site.ssh.python == "/usr/libexec/platform-python"
     with pytest.raises(Exception, match="ssh.python"):
         site_from_mapping({"ssh": {"python": "python3; rm -rf /"}})
+
+
+def test_lab_topology_splits_wns_over_lans() -> None:
+    from siteadmin.lab.netns import Topology
+
+    one = Topology(mode="netns", tag="sl000000", subnet="10.213.0.0/16", wns=4)
+    assert [one.wn_addr(i) for i in range(1, 5)] == ["10.213.2.11", "10.213.2.12", "10.213.2.13", "10.213.2.14"]
+    two = Topology(mode="netns", tag="sl000000", subnet="10.213.0.0/16", wns=4, lans=2)
+    assert [two.wn_lan(i) for i in range(1, 5)] == [1, 1, 2, 2]
+    assert [two.wn_addr(i) for i in range(1, 5)] == ["10.213.2.11", "10.213.2.12", "10.213.3.13", "10.213.3.14"]
+    assert two.router_addr_on(2) == "10.213.3.1" and two.lan_net(2) == "10.213.3.0/24" and two.lan == "10.213.2.0/24"
