@@ -8,6 +8,7 @@ feeds it the bytes it read and acts on the answers. Unit tested in ``tests/unit/
   (``live``, ``new-downloads``, ``restart``); ``reload_kind`` decides RPC or restart.
 - ``masked_diff``: a unified diff of the two files with every secret value masked.
 - ``lock_text`` / ``parse_lock``: who holds a WN's rollout lock and since when.
+- ``start_checks`` / ``split_checks``: what aria2c checks only when it starts, as tests for the WN's shell.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import dataclasses
 import datetime as dt
 import difflib
 import json
+import posixpath
+import shlex
 from collections.abc import Iterable, Mapping
 
 from siteadmin.aria2conf.catalogue import CATALOGUE, HIDDEN_OVER_RPC, aria2_form, mask_value
@@ -232,3 +235,54 @@ def parse_lock(data: bytes, mtime: dt.datetime | None = None) -> LockInfo:
         pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
         token if isinstance(token, str) else "",
     )
+
+
+# ---------------------------------------------------------------- what aria2c checks only at start
+
+CHECK_MARK = "siteadmin-check: "
+"""Start of the line a failed ``start_checks`` test prints on stderr."""
+
+
+def start_checks(options: Mapping[str, str]) -> list[str]:
+    """POSIX sh tests, run on the WN beside its aria2c's reading of a new file, of what aria2c checks only when it starts.
+
+    aria2c reads ``log`` and ``input-file`` without a word in the mode that starts nothing, then
+    refuses to start when it cannot open them; it even takes a new ``log`` over RPC, answers OK
+    and reads it back while logging nothing. A ``save-session`` in a missing folder is lost at
+    exit. Each test prints one ``CHECK_MARK`` line on stderr when it fails; none for options not set.
+
+    Args:
+        options: the new file's options (``read_options``).
+
+    Returns:
+        Shell commands, one per option to check.
+    """
+    tests: list[str] = []
+
+    def folder_test(name: str, what: str) -> None:
+        value = options.get(name, "")
+        if not value.startswith("/"):
+            return  # unset, "-" (stdout) or not a path aria2c would open
+        folder = posixpath.dirname(value) or "/"
+        line = f"{CHECK_MARK}{name}: folder {folder} does not exist on the WN; {what}"
+        tests.append(f"[ -d {shlex.quote(folder)} ] || echo {shlex.quote(line)} >&2")
+
+    folder_test("log", "aria2c cannot open its log there and would refuse to start")
+    folder_test("save-session", "aria2c could not save its session there")
+    source = options.get("input-file", "")
+    if source.startswith("/"):
+        line = f"{CHECK_MARK}input-file: {source} is not a readable file on the WN; aria2c would refuse to start"
+        tests.append(f"[ -f {shlex.quote(source)} ] && [ -r {shlex.quote(source)} ] || echo {shlex.quote(line)} >&2")
+    return tests
+
+
+def split_checks(text: str) -> tuple[list[str], str]:
+    """The failed ``start_checks`` (without their mark) and the rest of ``text`` (aria2c's own output)."""
+    found: list[str] = []
+    rest: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(CHECK_MARK):
+            found.append(line.removeprefix(CHECK_MARK))
+        else:
+            rest.append(line)
+    return found, "\n".join(rest)

@@ -53,11 +53,12 @@ from siteadmin import audit, trust
 from siteadmin.aria2conf.check import HostCheck, check_profiles
 from siteadmin.aria2conf.render import site_rpc_secret
 from siteadmin.aria2conf.validate import NO_START_ARGS, aria2c_problems
-from siteadmin.errors import ExitCode
+from siteadmin.errors import ExitCode, warn
 from siteadmin.inventory import Inventory, fold
 from siteadmin.remote import files
 from siteadmin.remote.errors import SshError, TunnelError
-from siteadmin.remote.fanout import CANCELLED, NOT_STARTED, Batches, HostResult, Progress
+from siteadmin.remote.fanout import CANCELLED, NOT_STARTED, Batches, HostResult, Progress, fan_out
+from siteadmin.remote.pool import SessionPool
 from siteadmin.remote.service import WNService
 from siteadmin.remote.session import CommandResult, Session
 from siteadmin.rollout import changes as p
@@ -74,7 +75,8 @@ CONFIRM_TIMEOUT = 30.0
 RPC_TIMEOUT = 10.0
 """Seconds per RPC request."""
 VALIDATE_COMMAND = "LC_ALL=C aria2c --conf-path={path} " + " ".join(shlex.quote(a) for a in NO_START_ARGS)
-"""How a WN's own aria2c reads the new file: it reads it in full and starts nothing."""
+"""How a WN's own aria2c reads the new file: it reads it in full and starts nothing (``validate_command``
+adds the WN-side tests of what aria2c checks only when it starts)."""
 CONFIG_PATH_PLACEHOLDER = "{config_path}"
 """Where ``[rollout] restart_command`` takes the WN's config path (shell-quoted)."""
 
@@ -283,9 +285,24 @@ class _Run:
     confirm_timeout: float
     to: str | None = None
     write_audit: bool = True
+    held: dict[str, HeldLock] = dataclasses.field(default_factory=dict)
+    """Locks this run may still have on WNs: from just before the lock is created until it is gone."""
+    held_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def path(self, host: str) -> str:
         return config_path_for(self.site, host)
+
+    def holding(self, host: str, lock: HeldLock) -> None:
+        with self.held_guard:
+            self.held[host] = lock
+
+    def released(self, host: str) -> None:
+        with self.held_guard:
+            self.held.pop(host, None)
+
+    def left(self) -> dict[str, HeldLock]:
+        with self.held_guard:
+            return dict(self.held)
 
     def record(self, event: Mapping[str, Any]) -> None:
         if self.write_audit and not self.dry_run:
@@ -308,7 +325,9 @@ def lock_path(config_path: str) -> str:
     return config_path + LOCK_SUFFIX
 
 
-def take_lock(session: Session, sftp: paramiko.SFTPClient, config_path: str, *, holder: str, wait: float, stale_after: float) -> HeldLock:
+def take_lock(
+    session: Session, sftp: paramiko.SFTPClient, config_path: str, *, holder: str, wait: float, stale_after: float, token: str | None = None
+) -> HeldLock:
     """Take the WN's rollout lock: create its file atomically (O_EXCL, 0600) with who and since when.
 
     Args:
@@ -317,6 +336,7 @@ def take_lock(session: Session, sftp: paramiko.SFTPClient, config_path: str, *, 
         holder: who takes it (``user@vobox``).
         wait: seconds to wait for a held lock to go; 0 fails at once.
         stale_after: seconds after which a held lock is reported as stale (never taken over).
+        token: the random id written into the lock (a new one when None); only a run knowing it removes the lock.
 
     Returns:
         The lock, for ``drop_lock``.
@@ -327,7 +347,7 @@ def take_lock(session: Session, sftp: paramiko.SFTPClient, config_path: str, *, 
     """
     path = lock_path(config_path)
     directory = posixpath.dirname(path) or "/"
-    token = secrets.token_hex(8)
+    token = token or secrets.token_hex(8)
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
         now = dt.datetime.now(dt.UTC)
@@ -353,21 +373,20 @@ def take_lock(session: Session, sftp: paramiko.SFTPClient, config_path: str, *, 
         info = read_lock(sftp, path)
         if info is None:
             continue  # released between our open and our read: try again at once
+        gone = " (no longer running on this VoBox: an interrupted run left it)" if _holder_gone(info) else ""
         if info.stale(now, stale_after):
             raise RolloutError(
                 session.host,
-                f"stale lock {path}: {info.describe()}, older than rollout.lock_stale_after {stale_after:g} s; not taken over",
+                f"stale lock {path}: {info.describe()}{gone}, older than rollout.lock_stale_after {stale_after:g} s; not taken over",
                 f"if no siteadmin run is still working on this WN, remove {path} on it and run again",
                 outcome=STALE_LOCK,
             )
         if time.monotonic() >= deadline:
             waited = f" after waiting {wait:g} s" if wait > 0 else ""
-            raise RolloutError(
-                session.host,
-                f"locked: {path} {info.describe()}{waited}",
-                "another apply or rollback is working on this WN; wait for it (--wait-lock SECONDS)",
-                outcome=LOCKED,
-            )
+            hint = "another apply or rollback is working on this WN; wait for it (--wait-lock SECONDS)"
+            if gone:
+                hint = f"if no other siteadmin run works on this WN, remove {path} on it and run again"
+            raise RolloutError(session.host, f"locked: {path} {info.describe()}{gone}{waited}", hint, outcome=LOCKED)
         time.sleep(LOCK_POLL)
 
 
@@ -391,12 +410,47 @@ def read_lock(sftp: paramiko.SFTPClient, path: str) -> p.LockInfo | None:
     return p.parse_lock(data, mtime)
 
 
-def drop_lock(sftp: paramiko.SFTPClient, lock: HeldLock) -> None:
-    """Remove our lock, only if the file still holds our token (quietly: this runs on the way out)."""
-    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+def _holder_gone(info: p.LockInfo) -> bool:
+    """The lock names a siteadmin process of this VoBox (same ``user@host``) that no longer runs."""
+    if info.pid is None or info.holder != holder_name():
+        return False
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (another user's process)
+    return False
+
+
+def drop_lock(sftp: paramiko.SFTPClient, lock: HeldLock) -> bool:
+    """Remove our lock, only if the file still holds our token (quietly: this runs on the way out).
+
+    Returns:
+        True when no lock of ours is left (removed, gone, or another run's); False when the WN
+        could not be asked (the connection is gone).
+    """
+    try:
         held = read_lock(sftp, lock.path)
         if held is not None and held.token == lock.token:
             sftp.remove(lock.path)
+    except FileNotFoundError:
+        return True
+    except (OSError, EOFError, paramiko.SSHException):
+        return False
+    return True
+
+
+def _lock(run: _Run, session: Session, sftp: paramiko.SFTPClient, path: str) -> HeldLock:
+    """``take_lock`` for the run, which remembers the lock from before it exists until it is gone (``_release_left``)."""
+    lock = HeldLock(lock_path(path), secrets.token_hex(8))
+    run.holding(session.host, lock)
+    try:
+        return take_lock(session, sftp, path, holder=run.holder, wait=run.wait_lock, stale_after=run.site.rollout.lock_stale_after, token=lock.token)
+    except SshError as exc:
+        if exc.outcome not in ("connection lost", "sftp timed out", CANCELLED):
+            run.released(session.host)  # refused or held by another run: nothing of ours on the WN
+        raise
 
 
 def _lock_failure(session: Session, sftp: paramiko.SFTPClient, exc: BaseException, path: str, directory: str) -> files.FileStepError:
@@ -472,11 +526,22 @@ def downloads_in_flight(active: Sequence[Mapping[str, Any]]) -> list[str]:
 # ---------------------------------------------------------------- one WN
 
 
+def validate_command(options: Mapping[str, str]) -> str:
+    """The WN-side check of a new file with these options: its aria2c reads it (``VALIDATE_COMMAND``),
+    then the shell tests what aria2c checks only when it starts (``changes.start_checks``); aria2c's
+    exit status is kept for the judge."""
+    checks = p.start_checks(options)
+    if not checks:
+        return VALIDATE_COMMAND
+    return f"{VALIDATE_COMMAND}; s=$?; " + "; ".join(checks) + "; exit $s"
+
+
 def _validate_judge(secret_values: Sequence[str]) -> Callable[[CommandResult], str | None]:
     def judge(result: CommandResult) -> str | None:
         if result.exit_status == 127:
             return "aria2c is not installed on the WN (command not found)"
-        problems = aria2c_problems(result.stdout, result.stderr, result.exit_status, secret_values)
+        failed, stderr = p.split_checks(result.stderr)
+        problems = failed + aria2c_problems(result.stdout, stderr, result.exit_status, secret_values)
         return "; ".join(problems) if problems else None
 
     return judge
@@ -514,7 +579,7 @@ def _apply_host(run: _Run, session: Session) -> HostReport:
     new = check.text.encode("utf-8")
     path = run.path(host)
     with session.sftp() as sftp:
-        lock = None if run.dry_run else take_lock(session, sftp, path, holder=run.holder, wait=run.wait_lock, stale_after=run.site.rollout.lock_stale_after)
+        lock = None if run.dry_run else _lock(run, session, sftp, path)
         try:
             if lock is not None:
                 files.remove_stale_temps(session, path, sftp=sftp)
@@ -527,7 +592,9 @@ def _apply_host(run: _Run, session: Session) -> HostReport:
             try:
                 with files.staged(session, path, new, sftp=sftp) as temp:
                     if run.validate:
-                        files.validate(session, temp, VALIDATE_COMMAND, judge=_validate_judge(secret_values), mask=secret_values, sftp=sftp)
+                        files.validate(
+                            session, temp, validate_command(p.read_options(new)), judge=_validate_judge(secret_values), mask=secret_values, sftp=sftp
+                        )
                     files.install(session, temp, current, sftp=sftp)
             except files.FileStepError as exc:
                 if exc.outcome in ("validation failed", "validation timed out"):
@@ -544,8 +611,8 @@ def _apply_host(run: _Run, session: Session) -> HostReport:
             _audit_host(run, report, None)
             return report
         finally:
-            if lock is not None:
-                drop_lock(sftp, lock)
+            if lock is not None and drop_lock(sftp, lock):
+                run.released(host)
 
 
 def _audit_host(run: _Run, report: HostReport, error: SshError | None) -> None:
@@ -738,7 +805,7 @@ def _rollback_host(run: _Run, session: Session) -> HostReport:
     host = session.host
     path = run.path(host)
     with session.sftp() as sftp:
-        lock = None if run.dry_run else take_lock(session, sftp, path, holder=run.holder, wait=run.wait_lock, stale_after=run.site.rollout.lock_stale_after)
+        lock = None if run.dry_run else _lock(run, session, sftp, path)
         try:
             if lock is not None:
                 files.remove_stale_temps(session, path, sftp=sftp)
@@ -758,7 +825,7 @@ def _rollback_host(run: _Run, session: Session) -> HostReport:
             if run.dry_run or (report.outcome == p.UNCHANGED and (current.uid, current.gid, current.mode) == (chosen.uid, chosen.gid, chosen.mode)):
                 return report
             files.restore(
-                session, chosen, validate_command=VALIDATE_COMMAND if run.validate else None,
+                session, chosen, validate_command=validate_command(p.read_options(saved.data)) if run.validate else None,
                 judge=_validate_judge(secret_values), mask=secret_values, sftp=sftp,
             )
             # the file replaced becomes a generation of its own (after the restore: pruning may remove the one restored)
@@ -772,8 +839,8 @@ def _rollback_host(run: _Run, session: Session) -> HostReport:
             _audit_host(run, report, None)
             return report
         finally:
-            if lock is not None:
-                drop_lock(sftp, lock)
+            if lock is not None and drop_lock(sftp, lock):
+                run.released(host)
 
 
 def _list_host(run: _Run, session: Session) -> HostReport:
@@ -809,6 +876,60 @@ def _fan_out(
     finally:
         if own:
             service.close()
+
+
+def _release_left(run: _Run, inventory: Inventory | None) -> dict[str, str]:
+    """Remove the locks (and temp files) a cancelled or cut-off WN could not remove itself, over new connections.
+
+    A cancel closes the WNs' connections under their work, and a cut connection cannot remove
+    anything: their locks stay on the WNs. Each is removed here only while its file still holds
+    this run's token (so never another run's), with the temp files the cut left beside it.
+    Connections come from a pool of their own: the run's may be closed.
+
+    Returns:
+        ``{host: why}`` for the WNs whose lock could not be removed (each also a ``warn`` line).
+    """
+    left = run.left()
+    if not left:
+        return {}
+    pool = SessionPool(run.site, inventory)
+
+    def release(host: str) -> None:
+        lock = left[host]
+        with pool.connect(host) as session, session.sftp() as sftp:
+            held = read_lock(sftp, lock.path)
+            if held is not None and held.token == lock.token:
+                files.remove_stale_temps(session, run.path(host), sftp=sftp)
+                sftp.remove(lock.path)
+        run.released(host)
+
+    try:
+        results = fan_out(list(left), release, max(1, min(len(left), run.site.ssh.parallelism)))
+    finally:
+        pool.close()
+    gone: dict[str, str] = {}
+    for result in results:
+        if not result.ok:
+            why = result.detail()
+            gone[result.host] = why
+            warn(
+                f"{result.host}: the lock {left[result.host].path} of this run is still on the WN ({why}); "
+                "once no siteadmin run works on that WN, remove it there"
+            )
+    return gone
+
+
+def _note_left(results: list[HostResult[HostReport]], left: Mapping[str, str], run: _Run) -> list[HostResult[HostReport]]:
+    """Each failed WN whose lock stayed says so in its own line."""
+    if not left:
+        return results
+    noted = []
+    for result in results:
+        if result.host in left and not result.ok and result.error is not None:
+            lock = lock_path(run.path(result.host))
+            result = dataclasses.replace(result, error=f"{result.error}; its lock {lock} is left on the WN ({left[result.host]})")
+        noted.append(result)
+    return noted
 
 
 def _accept_options(run: _Run, accept_new: bool) -> dict[str, Any]:
@@ -919,9 +1040,12 @@ def apply(
         site, "plan" if dry_run else "apply", dry_run, hosts, validate=validate, reload=reload, wait_lock=wait_lock,
         restart_now=restart_now, confirm_timeout=confirm_timeout, holder=holder, write_audit=audit_log,
     )
-    results = _fan_out(site, run, hosts, _apply_host, service=service, inventory=inventory, parallelism=parallelism,
-                       batches=batches, cancel=cancel, progress=progress, accept_new=accept_new)
-    return _finish(run, results, started, hosts)
+    try:
+        results = _fan_out(site, run, hosts, _apply_host, service=service, inventory=inventory, parallelism=parallelism,
+                           batches=batches, cancel=cancel, progress=progress, accept_new=accept_new)
+    finally:
+        left = _release_left(run, inventory)  # Ctrl-C too: the locks go before the interrupt does
+    return _finish(run, _note_left(results, left, run), started, hosts)
 
 
 def plan(
@@ -982,9 +1106,12 @@ def rollback(
         site, "rollback", dry_run, hosts, validate=validate, reload=reload, wait_lock=wait_lock,
         restart_now=restart_now, confirm_timeout=confirm_timeout, holder=holder, to=to,
     )
-    results = _fan_out(site, run, hosts, _rollback_host, service=service, inventory=inventory, parallelism=parallelism,
-                       batches=batches, cancel=cancel, progress=progress, accept_new=accept_new)
-    return _finish(run, results, started, hosts)
+    try:
+        results = _fan_out(site, run, hosts, _rollback_host, service=service, inventory=inventory, parallelism=parallelism,
+                           batches=batches, cancel=cancel, progress=progress, accept_new=accept_new)
+    finally:
+        left = _release_left(run, inventory)
+    return _finish(run, _note_left(results, left, run), started, hosts)
 
 
 def list_generations(
