@@ -17,7 +17,7 @@ from textual.widgets import Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from siteadmin.errors import printable, printable_lines
-from siteadmin.siteedit import ProfileEdit, check_value, read_options
+from siteadmin.siteedit import ProfileEdit, check_value
 from siteadmin.tui.screens import ConfirmScreen
 from siteadmin.tui.services import ConsoleServices
 from siteadmin.tui.views.base import error_line
@@ -49,8 +49,7 @@ class ProfileForm(Screen[bool]):
         super().__init__()
         self.services = services
         self.host = host
-        path = services.site.source
-        self.original: dict[str, str] = read_options(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
+        self.original = services.current_options()
         self.problems: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:

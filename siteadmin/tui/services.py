@@ -28,7 +28,7 @@ from siteadmin.remote.fanout import Batches, HostResult, Progress
 from siteadmin.remote.reach import reach_wns
 from siteadmin.rollout import HostReport, RolloutRun
 from siteadmin.site import Site
-from siteadmin.siteedit import ProfileEdit, plan_profile_edit, write_site_text
+from siteadmin.siteedit import ProfileEdit, plan_profile_edit, read_options, write_site_text
 from siteadmin.swarm import SwarmMonitor, SwarmReport
 
 AUDIT_SHOWN = 500
@@ -189,6 +189,13 @@ class ConsoleServices:
 
             raise ConfigError("the console runs on the built-in defaults: there is no site.toml to save to", "siteadmin config init FILE, then --site FILE")
         return plan_profile_edit(path, changes)
+
+    def current_options(self) -> dict[str, str]:
+        """``[aria2c] options`` as site.toml holds them now (empty without a file)."""
+        path = self.site.source
+        if path is None or not path.is_file():
+            return {}
+        return read_options(path.read_text(encoding="utf-8"))
 
     def save_profile(self, edit: ProfileEdit) -> Path:
         return write_site_text(edit)
