@@ -82,6 +82,9 @@ class CheckReport:
     lpd_loss: float = 0.0
     """Share (0-1) of LPD announces a WN of the same island did not hear."""
     notes: list[str] = dataclasses.field(default_factory=list)
+    local: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Host (the VoBox as ``vobox``, then each WN) -> its local facts: interfaces and IPv4
+    addresses, the default-route interface, the LPD interface, the route for 224.0.0.0/4."""
     fatal: str | None = None
     """Why the check could not run at all (Nagios UNKNOWN)."""
 
@@ -154,6 +157,7 @@ class CheckReport:
             "lpd_loss": round(self.lpd_loss, 4),
             "findings": [f.as_dict() for f in self.findings],
             "notes": list(self.notes),
+            "local": dict(self.local),
             "fatal": self.fatal,
             "nagios": self.nagios_code(),
         }
@@ -164,6 +168,13 @@ class CheckReport:
         if self.pairs:
             how = f"sampled: {self.sample}" if self.sampled else "all pairs"
             lines.append(f"ports: {self.pairs} of {self.all_pairs} WN pairs ({how}), {self.ports_probed} port verdicts, {self.ports_failed} not open")
+        by_local: dict[str, list[str]] = {}
+        for host, facts in self.local.items():
+            if host != "vobox" and "lpd_if" in facts:
+                route = "a route for 224.0.0.0/4" if facts.get("mcast_route") else "NO route for 224.0.0.0/4"
+                by_local.setdefault(f"LPD on {facts.get('lpd_if') or '?'}, default route on {facts.get('default_if') or 'none'}, {route}",
+                                    []).append(host)
+        lines += [f"local: {fold(hosts)}: {what}" for what, hosts in by_local.items()]
         if self.islands:
             lines.append(f"LPD islands: {' | '.join(fold(i) for i in self.islands)}; loss {self.lpd_loss * 100:.1f}%")
         for host, why in sorted(self.unchecked.items()):

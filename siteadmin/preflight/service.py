@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import secrets
 import shlex
@@ -197,6 +198,9 @@ def _python_failed(host: str, python: str, status: int, stderr: str) -> SshError
     if status == 127:
         return SshError(host, f"{python}: not found on the WN; set [ssh] python to its Python 3.6+ (e.g. /usr/libexec/platform-python)",
                         outcome="no python")
+    if "SyntaxError" in stderr:
+        return SshError(host, f"{python} on the WN is older than Python 3.6, which the probe needs; set [ssh] python to a newer one",
+                        outcome="python too old")
     return SshError(host, f"the probe failed under {python} (status {status}): {tail or 'no message'}", outcome="probe failed")
 
 
@@ -284,8 +288,15 @@ def run_check(
                 live.append(result.host)
             else:
                 report.unchecked[result.host] = result.detail()
+        report.local["vobox"] = vobox_facts()
         for host in live:
             _learn_local(states[host], profiles.get(host, {}))
+            facts = states[host].facts
+            report.local[host] = {
+                "python": facts.get("python"), "interfaces": facts.get("interfaces", []), "default_if": facts.get("default_if"),
+                "lpd_if": states[host].lpd_if, "mcast_if": facts.get("mcast_if"), "mcast_route": bool(facts.get("mcast_source")),
+                "subnet": states[host].subnet,
+            }
         if "local" in checks:
             report.findings += _local_findings(site, [states[h] for h in live], profiles)
         if "central" in checks:
@@ -303,6 +314,25 @@ def run_check(
         report.findings += _rpc_from_vobox(site, [states[h] for h in live])
     report.elapsed = time.monotonic() - start
     return report
+
+
+def vobox_facts() -> dict[str, Any]:
+    """The VoBox's own interfaces (netifaces) and default-route interface."""
+    try:
+        import netifaces
+    except ImportError:  # pragma: no cover - a dependency of siteadmin
+        return {"error": "netifaces is not installed"}
+    interfaces = []
+    for name in netifaces.interfaces():
+        addrs = []
+        for item in netifaces.ifaddresses(name).get(netifaces.AF_INET, []):
+            mask = ipaddress.IPv4Network("0.0.0.0/" + str(item.get("netmask") or "255.255.255.255")).prefixlen
+            addrs.append(f"{item.get('addr')}/{mask}")
+        if name != "lo" and addrs:
+            interfaces.append({"name": name, "addrs": addrs})
+    gateways: Any = netifaces.gateways()
+    default = gateways.get("default", {}).get(netifaces.AF_INET)
+    return {"interfaces": interfaces, "default_if": default[1] if default else None}
 
 
 def _profiles(site: Site, hosts: Sequence[str]) -> dict[str, dict[str, str]]:

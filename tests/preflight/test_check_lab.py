@@ -71,6 +71,11 @@ def test_a_clean_lab_passes(lab: Lab, wns: list[str]) -> None:
     assert sorted(h for island in report.islands for h in island) == sorted(wns)
     assert report.lpd_loss == 0.0
     assert report.nagios_code() in (0, 1)
+    assert report.local["vobox"]["default_if"] is not None or report.local["vobox"]["interfaces"]
+    for wn in wns:
+        assert report.local[wn]["lpd_if"] == "eth0" and report.local[wn]["mcast_route"] is True
+        assert report.local[wn]["interfaces"][0]["addrs"][0].startswith(lab.wn(wn).address + "/")
+    assert f"local: {_fold(wns)}: LPD on eth0, default route on eth0, a route for 224.0.0.0/4" in report.text()
 
 
 @pytest.fixture
