@@ -1,5 +1,8 @@
 """``siteadmin ce list|show|enable|disable|set``: the site's CEs and their installMethod in LDAP.
 
+These are the low-level commands: they change LDAP alone (on a terminal they show the change and
+ask first, unless ``--yes``) and point at ``siteadmin switch``, which prepares the WNs too.
+
 Names and values come from LDAP, where anyone with write access to an entry may have put control
 or bidi characters: the text output shows each value through ``printable``; ``--json`` keeps them.
 """
@@ -7,6 +10,7 @@ or bidi characters: the text output shows each value through ``printable``; ``--
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +37,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     change_opts.add_argument("--dry-run", action="store_true", help="print the LDIF that would be sent; change nothing")
     change_opts.add_argument("--ldif-request", metavar="FILE", type=Path,
                              help="write an LDIF change request for the central LDAP team instead of changing LDAP")
+    change_opts.add_argument("--yes", "-y", action="store_true", help="do not ask on a terminal before changing LDAP")
 
     enable = actions.add_parser("enable", help="switch CEs to torrent installs (installMethod Torrent)", parents=[parent, change_opts])
     enable.add_argument("ces", metavar="CE", nargs="+", help="CE names")
@@ -101,6 +106,27 @@ def _change_text(change: dict[str, Any]) -> str:
     return line + (f" - {change['note']}" if change["note"] else "")
 
 
+SWITCH_HINT = ("`ce enable|disable|set` change LDAP only; `siteadmin switch CE --to METHOD` also runs the preflight, "
+               "rolls the WNs' profile out, waits for their aria2c, and undoes it all on a failure")
+
+
+def _confirmed(ctx: Context, args: argparse.Namespace, names: list[str], do: Any, directory: Directory) -> bool:
+    """On a terminal and without --yes, show what would change and ask; elsewhere (scripts) go on as before."""
+    if args.yes or args.dry_run or args.ldif_request is not None or ctx.json or not sys.stdin.isatty():
+        return True
+    previews = [do(directory, name, True) for name in names]
+    for change in previews:
+        ctx.emit(None, _change_text(change.as_dict()))
+    if all(c.outcome == "unchanged" for c in previews):
+        return True
+    ctx.err.write("change installMethod as shown? [y/N] ")
+    ctx.err.flush()
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    ctx.emit(None, "nothing changed")
+    return False
+
+
 def _run_changes(ctx: Context, args: argparse.Namespace, names: list[str], do: Any) -> int:
     for name in names:
         check_ce_name(name)
@@ -112,9 +138,11 @@ def _run_changes(ctx: Context, args: argparse.Namespace, names: list[str], do: A
     results: list[dict[str, Any]] = []
     changed = False
     with Directory(ctx.site) as directory:
+        if not _confirmed(ctx, args, names, do, directory):
+            return ExitCode.FAILED
         for name in names:
             try:
-                change: Change = do(directory, name)
+                change: Change = do(directory, name, False)
             except SiteadminError as exc:
                 if len(names) == 1:
                     raise
@@ -131,6 +159,8 @@ def _run_changes(ctx: Context, args: argparse.Namespace, names: list[str], do: A
         ctx.emit(results)
     if changed:
         ctx.info(CACHE_NOTE)
+    if not args.dry_run:
+        ctx.info(SWITCH_HINT)
     return int(status)
 
 
@@ -140,14 +170,17 @@ def _changes_ldap(args: argparse.Namespace) -> bool:
 
 @changing(_changes_ldap)
 def enable_ces(ctx: Context, args: argparse.Namespace) -> int:
-    return _run_changes(ctx, args, args.ces, lambda d, n: d.enable(n, dry_run=args.dry_run, request_file=args.ldif_request))
+    return _run_changes(ctx, args, args.ces, lambda d, n, preview: d.enable(
+        n, dry_run=args.dry_run or preview, request_file=None if preview else args.ldif_request))
 
 
 @changing(_changes_ldap)
 def disable_ces(ctx: Context, args: argparse.Namespace) -> int:
-    return _run_changes(ctx, args, args.ces, lambda d, n: d.disable(n, dry_run=args.dry_run, request_file=args.ldif_request))
+    return _run_changes(ctx, args, args.ces, lambda d, n, preview: d.disable(
+        n, dry_run=args.dry_run or preview, request_file=None if preview else args.ldif_request))
 
 
 @changing(_changes_ldap)
 def set_ce(ctx: Context, args: argparse.Namespace) -> int:
-    return _run_changes(ctx, args, [args.ce], lambda d, n: d.set_method(n, args.method, dry_run=args.dry_run, request_file=args.ldif_request))
+    return _run_changes(ctx, args, [args.ce], lambda d, n, preview: d.set_method(
+        n, args.method, dry_run=args.dry_run or preview, request_file=None if preview else args.ldif_request))
