@@ -101,7 +101,8 @@ class Torrent:
     ratio: float
     """Uploaded / completed bytes."""
     peers: tuple[Peer, ...] | None
-    """Peers as getPeers gave them (None when not asked: not an active BitTorrent download)."""
+    """Peers as getPeers gave them (None when not asked: only BitTorrent downloads still fetching are asked;
+    a seeding one's peer count is ``connections``)."""
     error: str | None
 
     @property
@@ -486,7 +487,7 @@ def read_wn(
         version: getVersion's answer.
         stat: getGlobalStat's answer.
         downloads: tellActive + tellWaiting + tellStopped, in that order.
-        peers: gid -> getPeers' answer, for the active BitTorrent downloads.
+        peers: gid -> getPeers' answer, for the BitTorrent downloads still fetching.
         options: getGlobalOption's answer, when asked.
         addresses: the site's WNs and central hosts by address.
         memory: what earlier polls saw; updated here.

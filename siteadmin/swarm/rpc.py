@@ -1,26 +1,32 @@
-"""aria2c's JSON-RPC on one WN, over an SSH tunnel kept open between polls, on one kept-alive HTTP connection.
+"""aria2c's JSON-RPC on one WN, over an SSH tunnel kept open between polls, one kept-alive HTTP/1.1 connection in it.
 
-aria2p's client opens a new HTTP connection for every call; a status poll of hundreds of WNs
-every few seconds pays for that in CPU, so this transport keeps one ``http.client`` connection
-per WN through the WN session's tunnel and sends aria2p's payloads (its method names, its
-``system.multicall`` shape) over it. A connection aria2c closed is retried once on a fresh one;
-a broken tunnel is reopened. The secret goes in the request body only: never in argv, a URL or
-an error message.
+aria2p's client opens a new HTTP connection for every call (measured: 0.85 ms of CPU per call
+against 0.08 ms kept alive); a status poll of hundreds of WNs every few seconds pays for that. So
+each WN gets one ``direct-tcpip`` channel of its SSH session (the tunnel: aria2c listens on the
+WN's loopback only) kept open between polls, and JSON-RPC requests go over it as HTTP/1.1
+keep-alive POSTs with aria2p's payloads (its method names, its ``system.multicall`` shape).
+The HTTP framing is the few lines aria2c's answers need (a status line, headers, a
+Content-Length body): ``http.client`` over a paramiko channel file cost twice the CPU per call,
+and a local forwarding port adds a thread hop per request. A connection aria2c closed is retried
+once on a fresh channel. The secret goes in the request body only: never in argv, a URL or an
+error message.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import aria2p
+import paramiko
 
-from siteadmin.remote import Session, TunnelError
+from siteadmin.remote import Session
 from siteadmin.swarm.model import REFUSED, RPC_ERROR, TIMEOUT, WRONG_SECRET
 
-HEADERS = {"Content-Type": "application/json", "Connection": "keep-alive"}
+MAX_ANSWER = 64 * 1024 * 1024
+"""Largest answer read (a WN listing thousands of stopped downloads stays far below)."""
+MAX_HEADERS = 64 * 1024
 
 
 class RpcFailure(Exception):
@@ -30,6 +36,10 @@ class RpcFailure(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class _Closed(Exception):
+    """The kept connection was closed by aria2c (or the channel died): worth one retry on a fresh one."""
 
 
 def _reason_of(text: str) -> str:
@@ -48,7 +58,7 @@ class WNRpc:
     """The JSON-RPC of one WN's aria2c (``127.0.0.1:port`` as the WN sees it) over ``session``.
 
     Args:
-        session: the WN's SSH session; the tunnel lives as long as it (or until ``close``).
+        session: the WN's SSH session; the channel lives as long as it (or until ``close``).
         port: ``[wns] rpc_port``.
         secret: the RPC secret (``token:`` is added here).
         timeout: seconds for one round trip.
@@ -59,58 +69,84 @@ class WNRpc:
         self.port = port
         self._token = f"token:{secret}"
         self.timeout = timeout
-        self._tunnel: Any = None
-        self._conn: http.client.HTTPConnection | None = None
+        self._chan: paramiko.Channel | None = None
+        self._buf = b""
         self._id = 0
+        self._head = f"POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: "
 
-    def _open(self) -> http.client.HTTPConnection:
-        if self._tunnel is None:
-            try:
-                self._tunnel = self.session.open_tunnel("127.0.0.1", self.port)
-            except TunnelError as exc:
-                text = exc.one_line().removeprefix(f"{self.session.host}: ")
-                raise RpcFailure(_reason_of(text), _refused_detail(text, self.port)) from None
-        host, port = self._tunnel.address
-        self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _open(self) -> paramiko.Channel:
+        try:
+            chan = self.session.transport.open_channel(
+                "direct-tcpip", ("127.0.0.1", self.port), ("127.0.0.1", 0), timeout=self.timeout
+            )
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            text = exc.text if isinstance(exc, paramiko.ChannelException) else str(exc) or type(exc).__name__
+            text = f"cannot forward to 127.0.0.1:{self.port}: {text}"
+            raise RpcFailure(_reason_of(text), _refused_detail(text, self.port)) from None
+        chan.settimeout(self.timeout)
+        self._chan, self._buf = chan, b""
+        return chan
 
     def close(self) -> None:
-        """Close the HTTP connection and the tunnel (the session stays)."""
-        self._drop_connection()
-        if self._tunnel is not None:
-            self._tunnel.close()
-            self._tunnel = None
+        """Close the channel (the session stays)."""
+        if self._chan is not None:
+            self._chan.close()
+            self._chan = None
+        self._buf = b""
+
+    def _recv(self, chan: paramiko.Channel) -> None:
+        chunk = chan.recv(65536)
+        if not chunk:
+            raise _Closed
+        self._buf += chunk
+
+    def _exchange(self, chan: paramiko.Channel, body: bytes) -> bytes:
+        chan.sendall(self._head.encode() + str(len(body)).encode() + b"\r\n\r\n" + body)
+        while b"\r\n\r\n" not in self._buf:
+            if len(self._buf) > MAX_HEADERS:
+                raise RpcFailure(RPC_ERROR, f"aria2c on port {self.port} answered with oversized headers")
+            self._recv(chan)
+        head, self._buf = self._buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        length = None
+        close = False
+        for header in lines[1:]:
+            name, _, value = header.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        if length is None or not 0 <= length <= MAX_ANSWER:
+            raise RpcFailure(RPC_ERROR, f"aria2c on port {self.port} answered without a usable Content-Length ({lines[0][:60]!r})")
+        while len(self._buf) < length:
+            self._recv(chan)
+        data, self._buf = self._buf[:length], self._buf[length:]
+        if close:
+            self.close()
+        return data
 
     def _post(self, body: bytes) -> bytes:
         for attempt in (1, 2):
-            conn = self._conn if self._conn is not None else self._open()
+            chan = self._chan if self._chan is not None else self._open()
             try:
-                conn.request("POST", "/jsonrpc", body, HEADERS)
-                response = conn.getresponse()
-                data = response.read()
-                if response.getheader("Connection", "").lower() == "close":
-                    self._drop_connection()
-                return data
+                return self._exchange(chan, body)
             except TimeoutError:
-                self._drop_connection()
+                self.close()
                 raise RpcFailure(TIMEOUT, f"no answer from aria2c on port {self.port} within {self.timeout:g} s") from None
-            except (http.client.HTTPException, OSError) as exc:
-                self._drop_connection()
-                tunnel_error = self._tunnel.last_error if self._tunnel is not None else None
-                if tunnel_error is not None or attempt == 2:
-                    # the tunnel could not reach aria2c: reopen it (its probe says why) next time
-                    if self._tunnel is not None:
-                        self._tunnel.close()
-                        self._tunnel = None
+            except RpcFailure:
+                self.close()
+                raise
+            except (_Closed, OSError, EOFError, paramiko.SSHException) as exc:
+                self.close()
                 if attempt == 2:
-                    text = tunnel_error.removeprefix(f"{self.session.host}: ") if tunnel_error else f"aria2c on port {self.port}: {exc or type(exc).__name__}"
-                    raise RpcFailure(_reason_of(text), _refused_detail(text, self.port)) from None
-                # a kept-alive connection aria2c has closed: once more on a fresh one
+                    text = f"aria2c on port {self.port} closed the connection" if isinstance(exc, _Closed) else (
+                        f"aria2c on port {self.port}: {exc or type(exc).__name__}")
+                    raise RpcFailure(RPC_ERROR, text) from None
+                # a kept-alive connection aria2c (or the WN) has closed: once more on a fresh channel
         raise AssertionError("unreachable")  # pragma: no cover
 
     def multicall(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:

@@ -5,9 +5,10 @@
 they break), the rendered profiles (for drift and each WN's secret), the site's addresses (to
 classify peers) and the memory of what earlier polls saw (windows for stalled and no-peer
 downloads, seed times, estimated bytes by source), optionally kept in ``[status] memory_file``
-between runs. One poll costs each WN at most two RPC round trips: one ``system.multicall``
-(version, global stat, active / waiting / stopped downloads, global options), then one for the
-peers of its active BitTorrent downloads. Where the accounting rule is installed
+between runs. One poll costs each WN at most two RPC round trips on one kept channel: one
+``system.multicall`` (version, global stat, active / waiting / stopped downloads, and the
+global options on a WN's first poll and every ``OPTIONS_EVERY`` polls), then one for the
+peers of its BitTorrent downloads still fetching. Where the accounting rule is installed
 (``set_accounting``), its per-source byte counters are read with one ``nft`` command.
 
 ``set_accounting`` installs or removes that rule on WNs: a table of its own
@@ -57,6 +58,8 @@ from siteadmin.swarm.rpc import RpcFailure, WNRpc
 ACCOUNTING_TABLE = "siteadmin_accounting"
 """The nftables table (family inet) of the accounting rule on a WN."""
 MEMORY_VERSION = 1
+OPTIONS_EVERY = 10
+"""Polls between two reads of a WN's live options (for drift); the first poll of a WN reads them."""
 COUNTERS_COMMAND = f"nft -j list counters table inet {ACCOUNTING_TABLE}"
 """Reads the accounting counters (nothing else) on a WN."""
 
@@ -233,6 +236,8 @@ class SwarmMonitor:
         self._lock = threading.Lock()
         self._rpcs: dict[str, WNRpc] = {}
         self._profiles: dict[str, dict[str, str] | None] = {}
+        self._options: dict[str, Mapping[str, Any] | None] = {}
+        """host -> aria2c's live global options as last read."""
         self._accounting: dict[str, bool] = {}
         """host -> whether its accounting table was found (asked again with every new session)."""
         self._addresses: Addresses | None = None
@@ -304,24 +309,45 @@ class SwarmMonitor:
             return _Unread(model.WRONG_SECRET, "the site has no RPC secret file yet (render and roll out a profile first)")
         rpc = self._rpc(session, secret)
         c = aria2p.Client
+        host = session.host
+        with self._lock:
+            options: Any = self._options.get(host)
+        calls: list[tuple[str, list[Any]]] = [
+            (c.GET_VERSION, []),
+            (c.GET_GLOBAL_STAT, []),
+            (c.TELL_ACTIVE, [STATUS_KEYS]),
+            (c.TELL_WAITING, [0, 1000, STATUS_KEYS]),
+            (c.TELL_STOPPED, [0, 1000, STATUS_KEYS]),
+        ]
+        # the live options are the biggest answer and change only with an apply or a hand edit:
+        # read them on a WN's first poll and every OPTIONS_EVERY polls after
+        ask_options = options is None or self.polls % OPTIONS_EVERY == 0
+        if ask_options:
+            calls.append((c.GET_GLOBAL_OPTION, []))
         try:
-            version, stat, active, waiting, stopped, options = rpc.multicall([
-                (c.GET_VERSION, []),
-                (c.GET_GLOBAL_STAT, []),
-                (c.TELL_ACTIVE, [STATUS_KEYS]),
-                (c.TELL_WAITING, [0, 1000, STATUS_KEYS]),
-                (c.TELL_STOPPED, [0, 1000, STATUS_KEYS]),
-                (c.GET_GLOBAL_OPTION, []),
-            ])
+            answers = rpc.multicall(calls)
+            version, stat, active, waiting, stopped = answers[:5]
+            if ask_options:
+                options = answers[5] if isinstance(answers[5], dict) else None
+                with self._lock:
+                    self._options[host] = options
             taken_at = self.clock()
             trips = 1
-            bt_active = [str(d["gid"]) for d in active if isinstance(d, dict) and d.get("bittorrent") is not None and "gid" in d]
+            # peers of the downloads still fetching: where their bytes come from; a seeding
+            # download's peer count is in tellStatus already
+            bt_active = [
+                str(d["gid"]) for d in active
+                if isinstance(d, dict) and d.get("bittorrent") is not None and "gid" in d
+                and d.get("completedLength") != d.get("totalLength")
+            ]
             peers: dict[str, list[Mapping[str, Any]]] = {}
             if bt_active:
                 answers = rpc.multicall([(c.GET_PEERS, [gid]) for gid in bt_active])
                 trips = 2
                 peers = {gid: list(a) if isinstance(a, list) else [] for gid, a in zip(bt_active, answers, strict=True)}
         except RpcFailure as exc:
+            with self._lock:
+                self._options.pop(host, None)  # aria2c may come back with other options
             return _Unread(exc.reason, exc.detail)
         downloads = [d for d in [*active, *waiting, *stopped] if isinstance(d, dict)]
         return _Answers(

@@ -23,6 +23,7 @@ import base64
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -216,7 +217,7 @@ def test_status_reads_the_swarm_and_flags_each_broken_wn(swarm_lab: Lab, tmp_pat
 
         # ---- cern's link is a WAN link; the WNs fetch the package as the installer would
         assert lab.exec_in(cern, ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", CERN_RATE,
-                                  "burst", "64kb", "latency", "400ms"]).returncode == 0
+                                  "burst", "64kb", "latency", "50ms"]).returncode == 0
         gids: dict[str, str] = {}
         started = time.monotonic()
         for wave in (FIRST, SECOND, LAST):
@@ -233,18 +234,19 @@ def test_status_reads_the_swarm_and_flags_each_broken_wn(swarm_lab: Lab, tmp_pat
             assert w["reachable"] and w["version"] and w["seeding"] == 1 and w["active"] == 0, w
             (t,) = [t for t in w["torrents"] if t["package"] == package]
             assert t["via"] == "bittorrent" and t["progress"] == 1.0 and t["seeding"] and t["status"] == "active"
-            assert t["peers"] is not None
-            assert 1 <= w["round_trips"] <= 2
+            assert t["peers"] is None and t["connections"] >= 0  # seeding: its peer count, no getPeers
+            assert w["round_trips"] == 1
             counted = w["counters"]["site"] + w["counters"]["central"]
             assert counted >= size, (name, w["counters"])  # nothing missed
         # the counters are exact: what the WNs counted from cern is what the seeder says it sent, what they
-        # counted from site WNs is what those say they uploaded (each plus TCP/IP headers, and the .torrent over HTTP)
+        # counted from site WNs is what those say they uploaded, within 8%: a sender counts what it queued, and a
+        # connection dropped when a download completes loses what was in flight; the receiver counts TCP/IP headers
         from_cern = sum(wns[name]["counters"]["central"] for name in FETCHERS)
         from_site = sum(wns[name]["counters"]["site"] for name in FETCHERS)
         seeder_sent = seeder_uploaded(lab)
         wns_sent = sum(t["uploaded"] for name in FETCHERS for t in wns[name]["torrents"])
-        assert seeder_sent <= from_cern < 1.08 * seeder_sent + 64 * 1024, (from_cern, seeder_sent)
-        assert wns_sent <= from_site < 1.08 * wns_sent + 64 * 1024, (from_site, wns_sent)
+        assert abs(from_cern - seeder_sent) < 0.08 * seeder_sent + 64 * 1024, (from_cern, seeder_sent)
+        assert abs(from_site - wns_sent) < 0.08 * wns_sent + 64 * 1024, (from_site, wns_sent)
         record_property("bytes_from_cern_counted", from_cern)
         record_property("bytes_seeder_uploaded", seeder_sent)
         record_property("bytes_from_site_counted", from_site)
@@ -290,6 +292,7 @@ def test_status_reads_the_swarm_and_flags_each_broken_wn(swarm_lab: Lab, tmp_pat
             assert wns[STOPPED]["reason"] == "refused" and not wns[STOPPED]["reachable"]
             cut = [t for t in wns[CUT]["torrents"] if t["package"] == package]
             assert len(cut) == 1 and cut[0]["progress"] == 0.0 and cut[0]["connections"] == 0
+            assert cut[0]["peers"] == [] and wns[CUT]["round_trips"] == 2  # fetching: its peers asked for, none
             (view,) = data["packages"]
             assert view["stuck"] == [CUT] and view["downloading"] == [CUT] and view["complete"] == FETCHERS
 
@@ -331,11 +334,20 @@ def test_status_reads_the_swarm_and_flags_each_broken_wn(swarm_lab: Lab, tmp_pat
             [sys.executable, "-m", "siteadmin", "--site", str(site), "status", "--watch", "0.5", "wn[001-004].lab"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        time.sleep(3.0)
+        assert watch.stdout is not None
+        seen, polls, deadline = [], 0, time.monotonic() + 60
+        while polls < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([watch.stdout], [], [], 1.0)
+            if ready:
+                text = watch.stdout.readline()
+                if not text:
+                    break
+                seen.append(text)
+                polls += "4/4 WNs read" in text
         watch.send_signal(signal.SIGINT)
         out, err = watch.communicate(timeout=20)
+        assert polls == 2, "".join(seen) + out + err
         assert watch.returncode == 130, err
-        assert out.count("4/4 WNs read") >= 2, out
     finally:
         if stopped:
             on_wn(lab, STOPPED, "/etc/init.d/aria2c start")
