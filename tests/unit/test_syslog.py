@@ -59,7 +59,7 @@ def test_a_change_reaches_the_configured_socket_as_one_rfc3164_line(tmp_path: Pa
     line = parse(listener.recv(4096))
     assert int(line["pri"]) == 19 * 8 + 5  # local3.notice
     assert line["tag"] == "siteadmin-test" and int(line["pid"]) == os.getpid() and line["host"] is None
-    assert line["msg"] == f"ce.enable ce=CE1 before=CVMFS after=Torrent outcome=ok user={written['user']}"
+    assert line["msg"] == f"ce.enable ce=CE1 before=CVMFS after=Torrent outcome=ok id={written['id']} user={written['user']}"
     # the audit log stays the full record
     assert json.loads((tmp_path / "audit.jsonl").read_text())["when"] == written["when"]
 
@@ -69,7 +69,7 @@ def test_a_failed_change_is_a_warning(tmp_path: Path, listener: socket.socket) -
     audit.record(site.audit.path, {"action": "rollout.apply", "host": "wn001.lab", "outcome": "failed: validation", "error": "bad\nline"})
     line = parse(listener.recv(4096))
     assert int(line["pri"]) == 10 * 8 + 4  # authpriv.warning
-    assert re.fullmatch(r'rollout.apply host=wn001.lab outcome="failed: validation" user=\S+ error=bad\\nline', line["msg"]), line["msg"]
+    assert re.fullmatch(r'rollout.apply host=wn001.lab outcome="failed: validation" id=\w+ user=\S+ error=bad\\nline', line["msg"]), line["msg"]
     assert "\n" not in line["msg"]  # a value cannot forge a second line
 
 
