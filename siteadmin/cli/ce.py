@@ -159,8 +159,8 @@ def _run_changes(ctx: Context, args: argparse.Namespace, names: list[str], do: A
         ctx.emit(results)
     if changed:
         ctx.info(CACHE_NOTE)
-    if not args.dry_run:
-        ctx.info(SWITCH_HINT)
+    if not args.dry_run and ctx.progress:  # a hint for the admin at a terminal; scripts and their logs get none
+        ctx.note(SWITCH_HINT)
     return int(status)
 
 
