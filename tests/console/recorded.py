@@ -71,6 +71,7 @@ def plan_run(hosts: Sequence[str]) -> RolloutRun:
     results: list[HostResult[HostReport]] = []
     for i, host in enumerate(hosts):
         path = "/etc/aria2/aria2c.conf"
+        changes: tuple[OptionChange, ...]
         if i == 0:
             changes = (OptionChange("seed-time", "5", "10", "new-downloads"), OptionChange("max-overall-upload-limit", "10M", "20M", "live"))
             report = HostReport(host, path, "changed", "sha256:" + "a" * 64, "sha256:" + "b" * 64, DIFF.replace("wn001.example.org", host),
@@ -128,7 +129,7 @@ def swarm_report(hosts: Sequence[str]) -> SwarmReport:
 def audit_page() -> AuditPage:
     now = time.time()
     # fixed texts in the table: the "when" column shows dates, so these records carry fixed ones
-    events = [
+    events: list[dict[str, Any]] = [
         {"when": "2026-11-30T09:12:03Z", "user": "admin", "action": "enable", "site": "EXAMPLE", "ce": "CE2", "before": "CVMFS",
          "after": "Torrent", "outcome": "ok"},
         {"when": "2026-11-30T10:40:51Z", "user": "admin", "action": "rollout.apply.run", "hosts": "wn[001-006].example.org",

@@ -8,6 +8,7 @@ from textual.widgets import DataTable, Static
 from siteadmin.directory import Directory
 from siteadmin.lab import Lab
 from siteadmin.tui.app import SiteadminApp
+from siteadmin.tui.screens import ConfirmScreen
 
 from .test_console_frame import row_text, settle
 
@@ -30,7 +31,19 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
         assert {"CE1", "CE2", "CE3", "CE4"} <= set(names)
         table.focus()
         table.move_cursor(row=names.index("CE4"))
+        # e asks first, showing the LDIF; Escape cancels and LDAP is untouched
         await pilot.press("e")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "installMethod: Torrent" in str(app.screen.query_one("#confirm-body", Static).render())
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert method_of(lab, "CE4") == ("Parrot",)
+        assert "cancelled, nothing written" in str(app.query_one("#ces .status", Static).render())
+        await pilot.press("e")
+        await settle(app, pilot)
+        await pilot.press("y")
         await settle(app, pilot)
         await settle(app, pilot)
         assert method_of(lab, "CE4") == ("Torrent",)
@@ -38,6 +51,8 @@ async def test_enable_then_disable_a_ce_from_the_console(lab: Lab) -> None:
         assert row[1:3] == ["Torrent", "yes"]
 
         await pilot.press("d")
+        await settle(app, pilot)
+        await pilot.press("y")
         await settle(app, pilot)
         await settle(app, pilot)
         assert method_of(lab, "CE4") == ("Parrot",)
@@ -65,6 +80,8 @@ async def test_a_toggle_after_someone_else_changed_the_ce_is_refused(lab: Lab) -
             with Directory(lab.site) as other:
                 other.set_method("CE1", "Parrot")
             await pilot.press("e")
+            await settle(app, pilot)
+            await pilot.press("y")
             await settle(app, pilot)
             status = str(app.query_one("#ces .status", Static).render())
             assert "conflict" in status
@@ -112,3 +129,90 @@ async def test_the_lab_tab_shows_the_labs_real_health(lab: Lab) -> None:
         assert {row[0] for row in rows} == {"ldap", "ssh", "rpc", "tracker", "seeder", "http"}
         assert all(row[2] == "ok" for row in rows), rows
         assert str(app.query_one("#lab .status", Static).render()).startswith(f"healthy: {len(rows)} checks passed")
+
+
+async def test_keys_in_the_footer_work_right_after_switching_views_by_keyboard(lab: Lab) -> None:
+    app = SiteadminApp(lab.site)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")  # WNs, by its number key: no Tab, no click
+        await settle(app, pilot)
+        footer_keys = {b.binding.key for b in app.screen.active_bindings.values() if b.binding.show}
+        assert "c" in footer_keys
+        await pilot.press("c")
+        await settle(app, pilot)
+        table = app.query_one("#wns DataTable", DataTable)
+        reach = [row_text(table, i)[4] for i in range(table.row_count)]
+        assert reach == ["ok"] * len(lab.wn_names)
+        # a second c while the first check runs cancels it; only the newest fills the rows
+        await pilot.press("c")
+        await pilot.press("c")
+        await settle(app, pilot)
+        assert [row_text(table, i)[4] for i in range(table.row_count)] == ["ok"] * len(lab.wn_names)
+        await pilot.press("2")
+        await settle(app, pilot)
+        assert {"e", "d"} <= {b.binding.key for b in app.screen.active_bindings.values() if b.binding.show}
+
+
+async def test_rollout_plan_then_apply_from_the_console(lab: Lab) -> None:
+    app = SiteadminApp(lab.site)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(app, pilot)
+        await pilot.press("a")  # apply before a plan: refused, nothing runs
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("p")
+        await settle(app, pilot)
+        table = app.query_one("#rollout DataTable", DataTable)
+        plans = {row_text(table, i)[0]: row_text(table, i)[1] for i in range(table.row_count)}
+        assert set(plans) == set(lab.wn_names)
+        assert set(plans.values()) <= {"unchanged", "changed", "new"}
+        status = str(app.query_one("#rollout .status", Static).render())
+        assert status.startswith("plan done"), status
+        if set(plans.values()) == {"unchanged"}:
+            await pilot.press("a")
+            await settle(app, pilot)
+            assert "nothing to apply" in str(app.query_one("#rollout .status", Static).render())
+            return
+        await pilot.press("a")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(app, pilot)
+        await settle(app, pilot)
+        status = str(app.query_one("#rollout .status", Static).render())
+        assert status.startswith("apply done"), status
+
+
+async def test_preflight_run_shows_the_matrix(lab: Lab) -> None:
+    app = SiteadminApp(lab.site)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await settle(app, pilot)
+        await pilot.press("c")
+        for _ in range(30):
+            await settle(app, pilot)
+            if "checking" not in str(app.query_one("#preflight .status", Static).render()):
+                break
+        matrix = app.query_one("#preflight-matrix", DataTable)
+        rows = {row_text(matrix, i)[0]: row_text(matrix, i)[1].strip() for i in range(matrix.row_count)}
+        assert list(rows) == ["local", "central", "ports", "multicast", "inbound", "exposure"]
+        assert rows["inbound"] == "not run"
+        assert rows["ports"] == "pass", rows
+        assert "all checks passed" in str(app.query_one("#preflight .status", Static).render())
+
+
+async def test_the_swarm_table_fills_from_the_wns_aria2c(lab: Lab) -> None:
+    app = SiteadminApp(lab.site)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("7")
+        view = app.query_one("#swarm")
+        for _ in range(30):
+            await settle(app, pilot)
+            if getattr(view, "polls", 0):
+                break
+        table = app.query_one("#swarm-table", DataTable)
+        rows = {row_text(table, i)[0]: row_text(table, i) for i in range(table.row_count)}
+        assert set(rows) == set(lab.wn_names)
+        assert all(row[1].startswith("1.") for row in rows.values()), rows  # aria2c's version, read over RPC
