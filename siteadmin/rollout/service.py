@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
 import posixpath
 import secrets
@@ -66,6 +67,10 @@ from siteadmin.site import Site
 
 LOCK_SUFFIX = ".siteadmin-lock"
 """The lock file is the config's path with this appended (``/etc/aria2/aria2c.conf.siteadmin-lock``)."""
+PENDING_SUFFIX = ".siteadmin-restart"
+"""Beside the config (``aria2c.conf.siteadmin-restart``): the file in place waits for aria2c's restart
+(a run ended ``busy``); it names that file's hash and the backup taken before it."""
+PENDING_HINT = "the new file is in place; the next apply restarts aria2c once it has no download in flight (--restart-now: at once)"
 LOCK_POLL = 0.5
 """Seconds between looks at a held lock while ``wait_lock`` lasts."""
 DRAIN_POLL = 1.0
@@ -143,8 +148,9 @@ class HostReport:
 
     @property
     def label(self) -> str:
-        """How the WN is folded in a summary: ``changed (restart)``, ``unchanged``, ``new``."""
-        if self.outcome == p.UNCHANGED or self.reload == p.RELOAD_NONE:
+        """How the WN is folded in a summary: ``changed (restart)``, ``unchanged``, ``new``; ``unchanged
+        (restarted)`` when the file was already in place but still waited for aria2c's restart."""
+        if self.reload == p.RELOAD_NONE or (self.outcome == p.UNCHANGED and not self.reloaded and not self.dry_run):
             return self.outcome
         how = self.reloaded or ("live" if self.reload == p.RELOAD_RPC else "restart")
         if how == RELOADED_RPC:
@@ -585,6 +591,16 @@ def _apply_host(run: _Run, session: Session) -> HostReport:
                 files.remove_stale_temps(session, path, sftp=sftp)
             current = files.read_file(session, path, sftp=sftp)
             report = _report(run, host, path, current, new, secret_values)
+            pending = _read_pending(sftp, path) if run.reload else None
+            if pending is not None and pending["sha256"] != current.sha256:
+                if not run.dry_run:
+                    _clear_pending(sftp, path)  # the file was changed since (by hand): that restart is not ours to do
+                pending = None
+            if pending is not None and report.outcome == p.UNCHANGED:
+                return _restart_pending(run, session, sftp, report, current, pending)
+            if pending is not None and report.reload != p.RELOAD_RESTART:
+                # aria2c still runs the file before the one in place: only a restart brings it to the new one
+                report = dataclasses.replace(report, reload=p.RELOAD_RESTART, notes=(*report.notes, "the file in place still waited for a restart"))
             if run.dry_run or report.outcome == p.UNCHANGED:
                 return report
             generation = files.backup(session, current, keep=max(1, run.site.rollout.backups_kept), sftp=sftp)
@@ -706,13 +722,77 @@ def _reload_restart(
         before_id = None
     except RpcError as exc:
         # cannot tell what runs there: leave the new file for its next restart rather than guess
+        _mark_pending(run, session, sftp, report)
         raise RolloutError(host, f"cannot see aria2c's downloads before restarting: {exc.message.removeprefix(host + ': ')}",
-                           "the new file is in place for its next restart", outcome=BUSY, report=report) from None
+                           PENDING_HINT, outcome=BUSY, report=report) from None
+    except RolloutError:
+        _mark_pending(run, session, sftp, report)  # busy: the next apply restarts it, even with the file unchanged
+        raise
     failure = _restart_and_confirm(run, session, new_options, before_id)
     if failure is not None:
         outcome, why = failure
-        raise _put_back(run, session, sftp, report, generation, old_options, outcome, why)
+        error = _put_back(run, session, sftp, report, generation, old_options, outcome, why)
+        if error.report is not None and error.report.restored:
+            _clear_pending(sftp, run.path(host))
+        raise error
+    _clear_pending(sftp, run.path(host))
     return dataclasses.replace(report, reloaded=RELOADED_RESTART)
+
+
+def pending_path(config_path: str) -> str:
+    """The file saying the config in place still waits for aria2c's restart (see ``PENDING_SUFFIX``)."""
+    return config_path + PENDING_SUFFIX
+
+
+def _mark_pending(run: _Run, session: Session, sftp: paramiko.SFTPClient, report: HostReport) -> None:
+    """Remember on the WN that its file waits for a restart (best effort: the run fails ``busy`` anyway)."""
+    body = {"sha256": report.after, "backup": report.backup, "since": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "run": run.run_id}
+    path = pending_path(report.path)
+    with contextlib.suppress(SshError):
+        temp = files.write_temp(session, path, (json.dumps(body, sort_keys=True) + "\n").encode(), sftp=sftp)
+        files.install(session, temp, files.FileState(path, None), sftp=sftp)
+
+
+def _read_pending(sftp: paramiko.SFTPClient, config_path: str) -> dict[str, Any] | None:
+    """What ``_mark_pending`` left, or None (absent, unreadable or not ours)."""
+    try:
+        with sftp.open(pending_path(config_path), "rb") as handle:
+            body = json.loads(handle.read(4096).decode("utf-8"))
+    except (OSError, EOFError, paramiko.SSHException, UnicodeDecodeError, ValueError):
+        return None
+    return body if isinstance(body, dict) and isinstance(body.get("sha256"), str) else None
+
+
+def _clear_pending(sftp: paramiko.SFTPClient, config_path: str) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        sftp.remove(pending_path(config_path))
+
+
+def _restart_pending(
+    run: _Run, session: Session, sftp: paramiko.SFTPClient, report: HostReport, current: files.FileState, pending: Mapping[str, Any]
+) -> HostReport:
+    """The WN's file is the one an earlier run left for aria2c's next restart (it ended ``busy``): restart now
+    (drained as any restart), with the backup that run took to go back to."""
+    path = report.path
+    generation = next((g for g in files.list_backups(session, path, sftp=sftp) if g.id == pending.get("backup")), None)
+    old = files.read_file(session, generation.path, sftp=sftp).data if generation is not None else None
+    old_options, new_options = p.read_options(old), p.read_options(current.data)
+    since = pending.get("since") if isinstance(pending.get("since"), str) else "an earlier run"
+    report = dataclasses.replace(
+        report, changes=tuple(p.option_changes(old_options, new_options)), reload=p.RELOAD_RESTART,
+        backup=generation.id if generation is not None else None, notes=(*report.notes, f"in place since {since} but aria2c not yet restarted (busy)"),
+    )
+    if run.dry_run:
+        return report
+    if not run.reload:
+        return dataclasses.replace(report, reloaded=RELOAD_SKIPPED)
+    try:
+        report = _reload_restart(run, session, sftp, report, old_options or new_options, new_options, generation)
+    except SshError as exc:
+        _audit_host(run, report, exc)
+        raise
+    _audit_host(run, report, None)
+    return report
 
 
 def _drain(run: _Run, session: Session, call: Callable[..., Any], report: HostReport) -> None:
@@ -725,7 +805,7 @@ def _drain(run: _Run, session: Session, call: Callable[..., Any], report: HostRe
             raise RolloutError(
                 session.host,
                 f"busy: {len(busy)} download(s) in flight after rollout.drain_timeout {run.site.rollout.drain_timeout:g} s; not restarted",
-                "the new file is in place for aria2c's next restart; apply --restart-now restarts at once, ending those downloads",
+                PENDING_HINT + ", ending those downloads",
                 outcome=BUSY,
                 report=report,
             )
