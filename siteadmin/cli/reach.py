@@ -35,7 +35,7 @@ def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
     inventory = Inventory(site)
     hosts = inventory.select(args.pattern)
     if not hosts:
-        ctx.note("no WNs selected")
+        ctx.info("no WNs selected")
         return ExitCode.OK
     parallel = args.parallel if args.parallel is not None else site.ssh.parallelism
     if parallel < 1:
@@ -74,5 +74,5 @@ def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
     if failed:
         ctx.note(f"{len(failed)} of {len(results)} WNs not reached ({fold([r.host for r in failed])}) in {took:.1f} s")
         return ExitCode.FAILED
-    ctx.note(f"all {len(results)} WNs reached in {took:.1f} s")
+    ctx.info(f"all {len(results)} WNs reached in {took:.1f} s")
     return ExitCode.OK

@@ -106,7 +106,8 @@ def lint_command(ctx: Context, args: argparse.Namespace) -> int:
     errors = sum(1 for r in rows if r["level"] == ERROR)
     verdicts = {host: verdict.value for host, verdict in checked.verdicts.items()}
     data = {"hosts": fold(findings), "count": len(findings), "errors": errors, "findings": rows, "verdicts": verdicts}
-    ctx.emit(data, lambda d: _findings_text(d["findings"]) or f"{d['hosts']}: no findings")
+    ctx.emit(data, lambda d: _findings_text(d["findings"]) or f"{d['hosts']}: no findings",
+             quiet_text=lambda d: _findings_text([r for r in d["findings"] if r["level"] == ERROR]))  # --quiet: the errors alone
     return ExitCode.FAILED if errors else ExitCode.OK
 
 
