@@ -133,6 +133,13 @@ def process_cpu(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / _CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds this machine has been busy (all processes, all cores) since boot, from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+
+
 class Harness:
     """``hosts`` fake WNs under ``root``: ``up()`` starts them, ``down()`` stops them.
 

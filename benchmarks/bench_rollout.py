@@ -53,7 +53,7 @@ from typing import Any, Protocol
 sys.path.insert(0, os.path.dirname(__file__))
 
 import paramiko  # noqa: E402
-from _rollout_harness import NODE_USER, Harness, Node, node_shell_cost, process_cpu  # noqa: E402
+from _rollout_harness import NODE_USER, Harness, Node, machine_busy, node_shell_cost, process_cpu  # noqa: E402
 from _rollout_peers import Ansible, ParallelSsh, Pyinfra, peers_venv, versions  # noqa: E402
 from paramiko import sftp as sftp_proto  # noqa: E402
 
@@ -490,6 +490,8 @@ class Sample:
     wall: float
     client_cpu: float
     node_cpu: float
+    other_cpu: float = 0.0
+    """CPU the rest of the machine spent meanwhile (other users' work is noise here)."""
 
 
 @dataclasses.dataclass
@@ -499,7 +501,7 @@ class Figures:
 
     @staticmethod
     def median(samples: Sequence[Sample]) -> Sample:
-        return Sample(*(statistics.median(getattr(s, f) for s in samples) for f in ("wall", "client_cpu", "node_cpu")))
+        return Sample(*(statistics.median(getattr(s, f) for s in samples) for f in ("wall", "client_cpu", "node_cpu", "other_cpu")))
 
 
 def _cpu_now() -> float:
@@ -514,13 +516,15 @@ def timed(harness: Harness, fn: Callable[[], None], pids: Sequence[int] = ()) ->
     ``pids``: more WN processes to count (the aria2c daemons of figure (b)).
     """
     harness.wait_idle()
-    node0, cpu0 = harness.node_cpu() + sum(map(process_cpu, pids)), _cpu_now()
+    node0, cpu0, busy0 = harness.node_cpu() + sum(map(process_cpu, pids)), _cpu_now(), machine_busy()
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
-    cpu = _cpu_now() - cpu0
+    cpu, busy = _cpu_now() - cpu0, machine_busy() - busy0
     harness.wait_idle()
-    return Sample(wall, cpu, harness.node_cpu() + sum(map(process_cpu, pids)) - node0)
+    node = harness.node_cpu() + sum(map(process_cpu, pids)) - node0
+    # the WNs' last sessions are reaped after ``fn`` returns, so their CPU is read after the pause
+    return Sample(wall, cpu, node, max(0.0, busy - cpu - node))
 
 
 def verify(harness: Harness, tool: str, generation: int, nodes: Sequence[Node] | None = None) -> None:
@@ -561,34 +565,29 @@ def measure(harness: Harness, tools: Sequence[Tool], runs: int, parallel: int, l
 
 
 def _fmt(sample: Sample) -> str:
-    return f"{sample.wall:6.2f} s wall, client CPU {sample.client_cpu:5.2f} s, WN CPU {sample.node_cpu:5.2f} s"
+    return f"{sample.wall:6.2f} s wall, CPU: tool {sample.client_cpu:5.2f} s, WNs {sample.node_cpu:5.2f} s, rest of the machine {sample.other_cpu:5.2f} s"
 
 
-def profile_run(tool: Tool, generation: int, parallel: int, top: int = 30) -> str:
-    """cProfile of one run, worker threads included: the per-WN calls run under a profiler of their own, merged."""
+def profile_run(tool: Tool, generation: int, parallel: int, top: int = 40) -> str:
+    """cProfile of one run in every thread (the workers and paramiko's transport threads too), merged.
+
+    ``threading.setprofile`` gives each thread started during the run a profiler of its own.
+    """
     profiles: list[cProfile.Profile] = []
     lock = threading.Lock()
-    targets = ((SessionPool, "connect"), (rollout_service, "_apply_host"), (Session, "close"))
-    saved = [(owner, attr, getattr(owner, attr)) for owner, attr in targets]
 
-    def wrap(fn: Callable[..., object]) -> Callable[..., object]:
-        @functools.wraps(fn)
-        def profiled(*args: object, **kwargs: object) -> object:
-            profiler = cProfile.Profile()
-            with lock:
-                profiles.append(profiler)
-            return profiler.runcall(fn, *args, **kwargs)
-
-        return profiled
+    def start(*_: object) -> None:
+        profiler = cProfile.Profile()
+        with lock:
+            profiles.append(profiler)
+        profiler.enable()
 
     main_thread = cProfile.Profile()
-    for owner, attr, original in saved:
-        setattr(owner, attr, wrap(original))
+    threading.setprofile(start)
     try:
         main_thread.runcall(tool.run, generation, parallel)
     finally:
-        for owner, attr, original in saved:
-            setattr(owner, attr, original)
+        threading.setprofile(None)
     out = io.StringIO()
     stats = pstats.Stats(main_thread, stream=out)
     for profiler in profiles:
@@ -698,12 +697,13 @@ def summary(results: dict[str, Figures], args: argparse.Namespace) -> None:
     base = medians.get("siteadmin")
     print()
     print(f"median of {args.runs}, {args.hosts} WNs (siteadmin-full: {min(args.full_hosts, args.hosts)}), parallelism {args.parallel}, one batch")
-    print(f"{'tool':18} {'changed':>9} {'no change':>9} {'ratio vs siteadmin':>19}   {'CPU: tool / WNs, changed':>25} {'no change':>13}")
+    print(f"{'tool':18} {'changed':>9} {'no change':>9} {'ratio vs siteadmin':>19}   {'CPU: tool / WNs, changed':>25} {'no change':>13}  {'rest':>15}")
     for name, (changed, unchanged) in medians.items():
         ratios = f"{changed.wall / base[0].wall:5.2f}x / {unchanged.wall / base[1].wall:5.2f}x" if base else ""
         print(
             f"{name:18} {changed.wall:8.2f}s {unchanged.wall:8.2f}s {ratios:>19}   "
             f"{changed.client_cpu:11.2f}s / {changed.node_cpu:5.2f}s {unchanged.client_cpu:5.2f}s / {unchanged.node_cpu:5.2f}s"
+            f"  {changed.other_cpu:6.2f}s / {unchanged.other_cpu:5.2f}s"
         )
     if base is None:
         return
@@ -716,7 +716,8 @@ def summary(results: dict[str, Figures], args: argparse.Namespace) -> None:
     for peer, goal in (("pyinfra", 2.0), ("ansible", 20.0), ("pssh", None)):
         if peer in medians:
             pc, pu = medians[peer]
-            ratio(f"{peer}/siteadmin changed", pc.wall / base[0].wall, f"goal >= {goal:g}x", None if goal is None else pc.wall / base[0].wall >= goal)
+            ok = None if goal is None else pc.wall / base[0].wall >= goal
+            ratio(f"{peer}/siteadmin changed", pc.wall / base[0].wall, f"goal >= {goal}x", ok)
             ratio(f"{peer}/siteadmin no change", pu.wall / base[1].wall, "", None)
     if "paramiko" in medians:
         fc, fu = medians["paramiko"]

@@ -1,0 +1,132 @@
+"""The console's speed: first paint with content on a 200-WN site, and key presses while 1,000 swarm rows update.
+
+    .venv/bin/python benchmarks/bench_console.py [--lab-dir DIR]
+
+1. First paint: from creating the app to the first frame whose overview shows the site (name,
+   LDAP URL, the 200 WNs folded), on a site config listing 200 WNs of which the lab's 4 are real
+   (a throwaway lab is brought up when no --lab-dir is given). LDAP, SSH and RPC answers come
+   later from workers; the time until the LDAP row is filled is printed too. Goal: < 1 s.
+2. Key presses during updates: a poll of 1,000 WNs (synthetic rows, every cell changing) is drawn
+   every 200 ms while the cursor is moved with the keyboard; printed: the longest time one
+   update holds the event loop (what a key press can wait), and the key press round trip
+   (press to handled), against the same app with an empty table in the same run. Goal: no
+   update holds a key press more than 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from textual.widgets import DataTable  # noqa: E402
+
+from siteadmin.lab import Lab  # noqa: E402
+from siteadmin.site import Site  # noqa: E402
+from siteadmin.tui.app import SiteadminApp  # noqa: E402
+from siteadmin.tui.services import ConsoleServices  # noqa: E402
+from siteadmin.tui.views.swarm import SwarmView  # noqa: E402
+from tests.console.recorded import RecordedServices, recorded_site  # noqa: E402
+from tests.console.test_console_swarm_rows import synthetic  # noqa: E402
+
+GOAL_PAINT = 1.0
+GOAL_HOLD = 0.050
+
+
+@contextlib.contextmanager
+def lab_site(lab_dir: Path | None) -> Iterator[Site]:
+    if lab_dir is not None:
+        yield Lab(lab_dir).site
+        return
+    from benchmarks._common import throwaway_lab
+
+    with throwaway_lab(4) as (lab, _):
+        yield lab.site
+
+
+def with_200_wns(site: Site) -> Site:
+    """The lab's 4 WNs plus 196 that do not exist (their answers come late or fail, after the first paint)."""
+    wns = dataclasses.replace(site.wns, hosts=[*site.wns.hosts, "wn[005-200].lab"])
+    return dataclasses.replace(site, wns=wns)
+
+
+async def first_paint(site: Site) -> tuple[float, float]:
+    started = time.perf_counter()
+    app = SiteadminApp(site, ConsoleServices(site))
+    painted = ldap = 0.0
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one("#overview DataTable", DataTable)
+        for _ in range(2000):
+            await pilot.pause()
+            shown = str(table.get_row("site")[1])
+            if not painted and "LAB" in shown and "200" in str(table.get_row("WNs")[1]):
+                painted = time.perf_counter() - started
+            if "connected" in str(table.get_row("LDAP")[1]) or "unreachable" in str(table.get_row("LDAP")[1]):
+                ldap = time.perf_counter() - started
+                break
+            await asyncio.sleep(0.005)
+        app.shutdown()
+    return painted, ldap
+
+
+async def key_latency(rows: int, updates: int = 25) -> tuple[float, float, float]:
+    """(longest update, median press round trip, longest press round trip), seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shown, real = recorded_site(Path(tmp))
+        app = SiteadminApp(shown, RecordedServices(shown, real, swarm=synthetic(rows, 0)))
+        holds: list[float] = []
+        presses: list[float] = []
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("7")
+            await pilot.pause()
+            view = app.query_one("#swarm", SwarmView)
+            view.paused = True
+            view.show_report(synthetic(rows, 0))
+            await pilot.pause()
+
+            def update(tick: int) -> None:
+                t0 = time.perf_counter()
+                view.show_report(synthetic(rows, tick))
+                holds.append(time.perf_counter() - t0)
+
+            for tick in range(1, updates + 1):
+                app.call_later(update, tick)
+                for _ in range(4):
+                    t0 = time.perf_counter()
+                    await pilot.press("down" if tick % 2 else "up")
+                    presses.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.2)
+            app.shutdown()
+    return max(holds), statistics.median(presses), max(presses)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab-dir", type=Path, default=None, help="a lab already up (default: a throwaway one)")
+    args = parser.parse_args()
+    with lab_site(args.lab_dir) as site:
+        big = with_200_wns(site)
+        paint, ldap = asyncio.run(first_paint(big))
+    print(f"first paint with content, 200 WNs: {paint * 1000:.0f} ms (goal < {GOAL_PAINT * 1000:.0f} ms: "
+          f"{'met' if paint < GOAL_PAINT else 'NOT met'}); LDAP answer shown at {ldap * 1000:.0f} ms")
+    empty = asyncio.run(key_latency(0))
+    full = asyncio.run(key_latency(1000))
+    print(f"empty table:  longest update {empty[0] * 1000:.1f} ms; key press median {empty[1] * 1000:.1f} ms, max {empty[2] * 1000:.1f} ms")
+    print(f"1,000 rows:   longest update {full[0] * 1000:.1f} ms; key press median {full[1] * 1000:.1f} ms, max {full[2] * 1000:.1f} ms")
+    print(f"ratio (1,000 rows / empty, median press): {full[1] / max(empty[1], 1e-6):.2f}; "
+          f"goal: no update holds a key press > {GOAL_HOLD * 1000:.0f} ms: {'met' if full[0] <= GOAL_HOLD else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
