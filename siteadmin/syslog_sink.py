@@ -49,6 +49,12 @@ DROPPED = frozenset({"when"})
 OK_OUTCOMES = frozenset({"ok", "requested", "accepted"})
 """Outcomes that are no failure (anything else is sent at warning)."""
 
+SEND_TIMEOUT = 2.0
+"""Seconds a connect or send may take: a stuck syslog must not hold up a rollout."""
+
+RETRY_AFTER = 60.0
+"""Seconds a sink that failed stays quiet before trying again (a run with hundreds of changes waits on no dead collector)."""
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -104,12 +110,27 @@ def rfc3164_time(when: float) -> str:
 
 
 class _Handler(logging.handlers.SysLogHandler):
-    """SysLogHandler that keeps the error of a failed send instead of printing a traceback."""
+    """SysLogHandler that keeps the error of a failed send instead of printing a traceback, with bounded waits."""
 
     failure: BaseException | None = None
 
     def handleError(self, record: logging.LogRecord) -> None:  # logging's name
         self.failure = sys.exc_info()[1]
+
+    def createSocket(self) -> None:  # logging's name
+        if not isinstance(self.address, str) and self.socktype == socket.SOCK_STREAM:
+            # the stdlib connects a TCP collector without a time limit
+            self.unixsocket = False
+            self.socket = socket.create_connection(self.address, timeout=SEND_TIMEOUT)
+            return
+        super().createSocket()
+        if not self.unixsocket and self.socket is not None:  # a Unix socket got its timeout when it connected
+            self.socket.settimeout(SEND_TIMEOUT)
+
+    def _connect_unixsocket(self, address: Any) -> None:  # a reconnect in emit comes here too
+        super()._connect_unixsocket(address)  # type: ignore[misc]  # not in typeshed
+        if self.socket is not None:
+            self.socket.settimeout(SEND_TIMEOUT)
 
     def mapPriority(self, levelName: str) -> str:  # logging's names
         return levelName.lower()
@@ -128,6 +149,7 @@ class SyslogSink:
         self._handler: _Handler | None = None
         self._lock = threading.Lock()
         self._warned = False
+        self._quiet_until = 0.0
 
     def _open(self) -> _Handler:
         if self._handler is None:
@@ -146,7 +168,12 @@ class SyslogSink:
         return f"{head} {self.settings.tag}[{os.getpid()}]: {message(event)}"
 
     def send(self, event: Mapping[str, Any]) -> bool:
-        """Send one event; on failure warn once (per sink) and return False. Never raises."""
+        """Send one event; on failure warn once (per sink) and return False. Never raises.
+
+        After a failure the sink sends nothing for ``RETRY_AFTER`` seconds, then tries again.
+        """
+        if time.monotonic() < self._quiet_until:
+            return False
         try:
             failure = self._emit(event)
         except Exception as exc:  # any failure of syslog must leave the change alone
@@ -167,12 +194,13 @@ class SyslogSink:
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
-            if self._warned:
-                return
-            self._warned = True
+            self._quiet_until = time.monotonic() + RETRY_AFTER
             if self._handler is not None:
                 self._handler.close()
                 self._handler = None
+            if self._warned:
+                return
+            self._warned = True
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         warn(
             f"syslog {self.settings.address}: cannot send ({reason}); changes are in the audit log only "

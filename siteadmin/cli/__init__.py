@@ -100,6 +100,11 @@ class Context:
         """A diagnostic for the admin, on stderr (one line: newlines and escapes are shown, not obeyed)."""
         self.err.write(f"siteadmin: {printable(message)}\n")
 
+    def close(self) -> None:
+        """End of the run: stop sending this site's changes to syslog (its socket is closed)."""
+        if self._site is not None:
+            syslog_sink.detach(self._site.audit.path)
+
     def info(self, message: str) -> None:
         """A note that is no failure (``40 WNs applied in 3.1 s``): dropped with ``--quiet``."""
         if not self.quiet:
@@ -212,7 +217,11 @@ def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
         if handler is None:
             parser.parse_args([args.command, "--help"])
             return ExitCode.USAGE  # pragma: no cover - --help exits
-        return int(handler(Context(args, out, err, argv), args))
+        ctx = Context(args, out, err, argv)
+        try:
+            return int(handler(ctx, args))
+        finally:
+            ctx.close()
     except KeyboardInterrupt:
         err.write("siteadmin: interrupted\n")
         return ExitCode.INTERRUPTED
@@ -238,7 +247,10 @@ def _console(args: argparse.Namespace, err: TextIO) -> int:
 
     site = load_site(args.site)
     syslog_sink.attach(site)
-    return run_console(site)
+    try:
+        return run_console(site)
+    finally:
+        syslog_sink.detach(site.audit.path)
 
 
 def run() -> NoReturn:

@@ -192,3 +192,35 @@ def test_bad_facility_and_tag(tmp_path: Path) -> None:
         out, err = io.StringIO(), io.StringIO()
         assert main(["--site", str(path), "config", "show"], out=out, err=err) == 2
         assert words in err.getvalue() and len(err.getvalue().splitlines()) == 1
+
+
+def test_a_stuck_syslog_costs_one_bounded_wait_then_nothing(tmp_path: Path, listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the listener never reads: once its queue is full a send would block for ever
+    monkeypatch.setattr(syslog_sink, "SEND_TIMEOUT", 0.5)
+    sink = syslog_sink.SyslogSink(make_site(tmp_path, address=str(tmp_path / "log.sock")).syslog)
+    warned: list[str] = []
+    started = time.monotonic()
+    with warnings_to(warned.append):
+        sent = [sink.send({"action": "x", "n": n, "pad": "y" * 1000}) for n in range(3000)]
+    elapsed = time.monotonic() - started
+    sink.close()
+    assert sent[0] and not sent[-1]
+    assert len(warned) == 1 and "timed out" in warned[0], warned
+    assert elapsed < 5, f"{elapsed:.1f} s: a stuck syslog held the run up"
+
+
+def test_a_failed_sink_tries_again_after_a_while(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syslog_sink, "RETRY_AFTER", 0.2)
+    site = make_site(tmp_path, address=str(tmp_path / "later.sock"))
+    warned: list[str] = []
+    with warnings_to(warned.append):
+        audit.record(site.audit.path, {"action": "lost"})  # nobody listens yet: one warning
+        late = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with late:
+            late.bind(str(tmp_path / "later.sock"))
+            late.settimeout(5)
+            audit.record(site.audit.path, {"action": "skipped"})  # within RETRY_AFTER: not even tried
+            time.sleep(0.3)
+            audit.record(site.audit.path, {"action": "back"})
+            assert b": back " in late.recv(4096)
+    assert len(warned) == 1
