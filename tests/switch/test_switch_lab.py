@@ -250,3 +250,30 @@ def test_an_ldif_request_prepares_the_wns_writes_the_file_and_leaves_ldap_alone(
     code, data, err = run_cli("--site", str(site_file), "switch", "--verify", CE, "--timeout", "60")
     assert code == 0, (data, err)
     assert data[0]["ok"] and data[0]["to"] == "Torrent" and data[0]["wait"]["outcome"] == "ok"
+
+
+def test_wns_that_never_get_ready_undo_ldap_then_the_rollout(lab: Lab, clean_lab: dict[str, str]) -> None:
+    site_file = variant(lab, "switch-not-ready")
+    stopped = ce_wns(lab)[0]
+    assert "stopped" in lab.aria2c_service(stopped, "stop")
+    try:
+        code, data, err = run_cli("--site", str(site_file), "switch", CE, "--to", "Torrent", "--yes", "--timeout", "3")
+    finally:
+        assert "started" in lab.aria2c_service(stopped, "start")
+    assert code == 1, (data, err)
+    (result,) = data
+    assert [(s["step"], s["outcome"]) for s in result["steps"]] == [("preflight", "ok"), ("rollout", "ok"), ("ldap", "ok"), ("wait", "failed")]
+    wait = result["steps"][3]
+    assert wait["summary"] == f"1 of {len(ce_wns(lab))} WN(s) not ready after 3 s"
+    assert wait["details"][0].startswith(f"{stopped}: refused")
+    # reverse order: the LDAP value first, then the WNs' files
+    assert [(u["step"], u["outcome"]) for u in result["undone"]] == [("ldap", "undone"), ("rollout", "undone")]
+    assert result["outcome"] == "failed" and "600 s" not in err
+    assert method(lab) == ("CVMFS",)
+    assert files(lab) == clean_lab
+    events = audit_events(lab)
+    by_id = {e["id"]: e for e in events}
+    (undo_ldap,) = [by_id[i] for i in result["undone"][0]["records"]]
+    assert undo_ldap["before"] == "Torrent" and undo_ldap["after"] == "CVMFS" and undo_ldap["outcome"] == "ok"
+    # the undo is recorded after the change it undoes
+    assert events.index(undo_ldap) > events.index(by_id[result["steps"][2]["records"][0]])
