@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import paramiko
+from paramiko import sftp as sftp_proto
 
 from siteadmin import audit, trust
 from siteadmin.aria2conf.check import HostCheck, check_profiles
@@ -358,23 +359,16 @@ def take_lock(
     while True:
         now = dt.datetime.now(dt.UTC)
         try:
-            handle, _ = files.create_private(sftp, path)
+            _create_lock(sftp, path, config_path, p.lock_text(holder, token, now, os.getpid()).encode())
         except FileExistsError:
             pass
         except OSError as exc:
-            # SFTP v3 answers O_EXCL on an existing file with a plain "Failure": look whether it exists
+            # SFTP v3 answers O_EXCL (and a link over an existing name) with a plain "Failure": look whether it exists
             if not _exists(sftp, path):
                 raise _lock_failure(session, sftp, exc, path, directory) from None
         except (EOFError, paramiko.SSHException) as exc:
             raise _lock_failure(session, sftp, exc, path, directory) from None
         else:
-            try:
-                with handle:
-                    handle.write(p.lock_text(holder, token, now, os.getpid()).encode())
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-                    sftp.remove(path)
-                raise _lock_failure(session, sftp, exc, path, directory) from None
             return HeldLock(path, token)
         info = read_lock(sftp, path)
         if info is None:
@@ -394,6 +388,39 @@ def take_lock(
                 hint = f"if no other siteadmin run works on this WN, remove {path} on it and run again"
             raise RolloutError(session.host, f"locked: {path} {info.describe()}{gone}{waited}", hint, outcome=LOCKED)
         time.sleep(LOCK_POLL)
+
+
+def _create_lock(sftp: paramiko.SFTPClient, path: str, config_path: str, data: bytes) -> None:
+    """Create the lock file at ``path`` holding ``data``, never seen empty: the content goes to a private
+    temp file beside the config first, then OpenSSH's ``hardlink@openssh.com`` links it to ``path``
+    (link(2) fails on an existing name: the lock stays atomic). A server without hard links gets
+    the file created in place (O_EXCL) and written; a kill between the two leaves it empty.
+
+    Raises:
+        FileExistsError: the lock exists (held); OSError, EOFError, paramiko.SSHException: as SFTP's.
+    """
+    temp = posixpath.join(posixpath.dirname(path), files.temp_name(posixpath.basename(config_path)))
+    handle, _ = files.create_private(sftp, temp)
+    try:
+        with handle:
+            handle.write(data)
+        try:
+            sftp._request(sftp_proto.CMD_EXTENDED, "hardlink@openssh.com", temp, path)  # type: ignore[attr-defined]  # no public API
+            return
+        except OSError:
+            if _exists(sftp, path):
+                raise FileExistsError(path) from None
+    finally:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            sftp.remove(temp)
+    handle, _ = files.create_private(sftp, path)
+    try:
+        with handle:
+            handle.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            sftp.remove(path)
+        raise
 
 
 def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:

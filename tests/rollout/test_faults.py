@@ -12,6 +12,7 @@ the lab as it found it: mounts, qdiscs and rules removed, the lab's own profile 
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import io
 import json
@@ -281,18 +282,15 @@ def test_a_wn_that_never_sends_a_banner_fails_within_the_timeout_and_fifty_end_i
         path = site_copy(lab, "banner", ssh={"connect_timeout": timeout, "auth_timeout": timeout}, nodes=mute)
         parallel = load_site(path).ssh.parallelism
 
-        start = time.monotonic()
         code, data, err = run_cli("--site", str(path), "apply", "--dry-run", "mute01.lab")
-        one = time.monotonic() - start
         assert code == 1
         row = by_host(data)["mute01.lab"]
         assert row["category"] == "unreachable", row
         assert row["outcome"] == "ssh handshake failed", row
-        assert one < timeout + 2.0, f"one mute WN took {one:.1f} s with a {timeout:g} s timeout"
+        assert row["elapsed"] < timeout + 2.0, f"the mute WN took {row['elapsed']} s with a {timeout:g} s timeout"
 
-        start = time.monotonic()
         code, data, err = run_cli("--site", str(path), "apply", "mute[01-50].lab,wn001.lab", "--batch", "100%")
-        fifty = time.monotonic() - start
+        fifty = data["elapsed"]
     finally:
         pit.close()
     assert code == 1
@@ -300,7 +298,7 @@ def test_a_wn_that_never_sends_a_banner_fails_within_the_timeout_and_fifty_end_i
     assert len(pit.held) >= 50, "the mute WNs were not even dialled"
     assert {rows[h]["outcome"] for h in mute} == {"ssh handshake failed"}, {r["error"] for r in rows.values()}
     assert rows["wn001.lab"]["ok"], "a working WN in the same run failed"
-    bound = math.ceil(51 / parallel) * timeout + 4.0
+    bound = math.ceil(51 / parallel) * timeout + 10.0  # one after the other they would take 50 s
     assert fifty < bound, f"50 mute WNs took {fifty:.1f} s (parallelism {parallel}, timeout {timeout:g} s)"
 
 
@@ -638,7 +636,7 @@ def test_kill_9_mid_batch_leaves_each_wn_its_old_or_new_file_and_the_lock_report
     assert code == 1
     row = by_host(data)[target]
     assert row["outcome"] == "locked", row
-    assert f"pid {child.pid}" in row["error"]
+    assert f"pid {child.pid}) since" in row["error"] and "no longer running on this VoBox" in row["error"], row["error"]
     assert look(site, target).lock == held, "the lock of the killed run was taken over"
 
 
@@ -734,16 +732,15 @@ def test_a_cancel_or_ctrl_c_while_draining_releases_the_wn_lock(lab: Lab, restor
         assert look(site, host).lock is None, "a cancelled run left its lock on the WN"
         assert download_state(lab, host, gid)[0] == "active" and session_id(lab, host) == ids
 
-        # Ctrl-C: KeyboardInterrupt out of the run (raised here by the progress callback)
-        others = [h for h in lab.wn_names if h != host][:1]
-
-        def interrupt(step: Any) -> None:
+        # Ctrl-C: KeyboardInterrupt in the main thread, as the terminal's SIGINT raises it
+        def interrupt() -> None:
             wait_for(lock_file.exists, "the run never locked the WN")
             time.sleep(0.7)  # the draining WN is waiting now
-            raise KeyboardInterrupt
+            _thread.interrupt_main()
 
         again = site_copy(lab, "interrupt", options={"disk-cache": "11M"}, rollout_settings={"drain_timeout": 60.0})
+        threading.Thread(target=interrupt).start()
         with pytest.raises(KeyboardInterrupt):
-            rollout.apply(load_site(again), [*others, host], progress=interrupt, parallelism=2)
+            rollout.apply(load_site(again), [host])
         assert look(site, host).lock is None, "Ctrl-C left the run's lock on the WN"
         assert download_state(lab, host, gid)[0] == "active" and session_id(lab, host) == ids
