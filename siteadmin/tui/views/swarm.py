@@ -20,6 +20,8 @@ from siteadmin.tui.views.base import Job, View, cell
 
 COLUMNS = ("WN", "aria2c", "active", "seeding", "down", "up", "flags")
 SORTS = ("WN", "flags", "down", "up", "active")
+SLICE = 25
+"""Rows updated per turn of the event loop (a key press waits for one slice at most)."""
 
 
 def rate(value: int) -> str:
@@ -81,6 +83,8 @@ class SwarmView(View[list[str]]):
         self.paused = False
         self._shown: dict[str, tuple[str, ...]] = {}
         self._order: list[str] = []
+        self._pending: list[tuple[str, tuple[str, ...]]] = []
+        self.draining = False
         self.polls = 0
 
     def compose_body(self) -> ComposeResult:
@@ -142,21 +146,37 @@ class SwarmView(View[list[str]]):
             wanted = [h for h in self._sorted(rows) if self._matches(rows[h])]
             table = self.query_one("#swarm-table", DataTable)
             if wanted != self._order or self._shown.keys() != set(wanted):
+                self._pending = []
                 self._redraw(table, rows, wanted)
             else:
-                for host in wanted:
-                    old, new = self._shown[host], rows[host]
-                    if old == new:
-                        continue
-                    for name, before, after in zip(COLUMNS, old, new, strict=True):
-                        if before != after:
-                            table.update_cell(host, name, self._cell(name, after), update_width=False)
-                    self._shown[host] = new
+                # the newest poll wins: changes still queued from an older one are dropped
+                self._pending = [(host, rows[host]) for host in wanted if self._shown[host] != rows[host]]
+                if not self.draining:
+                    self.draining = True
+                    self._drain()
         up = len(report.reachable)
         flagged = len({p.host for p in report.problems})
         shown = f", {len(self._order)} shown" if self.filter_text else ""
         self.set_status(f"{up} of {len(report.wns)} WNs answer{shown}; {flagged} flagged; from site WNs: {report.share.label}; "
                         f"sorted by {self.sort_by}{' (paused)' if self.paused else ''}", "ok" if up == len(report.wns) else "error")
+
+    def _drain(self) -> None:
+        """Apply queued row changes a slice at a time, yielding to the event loop between slices,
+        so a key press never waits for a whole 1,000-row update."""
+        table = self.query_one("#swarm-table", DataTable)
+        batch, self._pending = self._pending[:SLICE], self._pending[SLICE:]
+        for host, new in batch:
+            old = self._shown.get(host)
+            if old is None:
+                continue
+            for name, before, after in zip(COLUMNS, old, new, strict=True):
+                if before != after:
+                    table.update_cell(host, name, self._cell(name, after), update_width=False)
+            self._shown[host] = new
+        if self._pending:
+            self.set_timer(0.001, self._drain)
+        else:
+            self.draining = False
 
     def _cell(self, column: str, text: str) -> Any:
         if column == "flags" and text:
