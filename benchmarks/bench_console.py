@@ -64,7 +64,7 @@ async def first_paint(site: Site) -> tuple[float, float]:
     started = time.perf_counter()
     app = SiteadminApp(site, ConsoleServices(site))
     painted = ldap = 0.0
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40)):
         table = app.query_one("#overview DataTable", DataTable)
         for _ in range(4000):
             shown = str(table.get_row("site")[1])
