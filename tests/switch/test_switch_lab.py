@@ -277,3 +277,57 @@ def test_wns_that_never_get_ready_undo_ldap_then_the_rollout(lab: Lab, clean_lab
     assert undo_ldap["before"] == "Torrent" and undo_ldap["after"] == "CVMFS" and undo_ldap["outcome"] == "ok"
     # the undo is recorded after the change it undoes
     assert events.index(undo_ldap) > events.index(by_id[result["steps"][2]["records"][0]])
+
+
+def _on_a_terminal(argv: list[str], answer: str, timeout: float = 120.0) -> tuple[int, str]:
+    """Run siteadmin with a pseudo-terminal as its stdin, stdout and stderr; answer its question; return (exit code, all it wrote)."""
+    import select
+    import subprocess
+    import sys
+    import time
+
+    master, slave = os.openpty()
+    child = subprocess.Popen([sys.executable, "-m", "siteadmin", *argv], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and b"[y/N]" in seen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            if child.poll() is not None and not ready:
+                break
+        code = child.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(master)
+    assert answered, seen.decode(errors="replace")
+    return code, seen.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_on_a_terminal_it_asks_and_no_changes_nothing(lab: Lab, clean_lab: dict[str, str]) -> None:
+    site_file = variant(lab, "switch-asked")
+    lines = len(audit_events(lab))
+    code, text = _on_a_terminal(["--site", str(site_file), "switch", CE, "--to", "Torrent"], "n")
+    assert code == 1, text
+    assert f"+max-overall-upload-limit={LIMIT}" in text and "installMethod: Torrent" in text  # the plan came before the question
+    assert f"switch {CE} to Torrent? [y/N]" in text and f"{CE}: not switched; nothing changed" in text
+    assert method(lab) == ("CVMFS",) and files(lab) == clean_lab and len(audit_events(lab)) == lines
+
+    # the low-level command asks too, and points at switch
+    code, text = _on_a_terminal(["--site", str(lab.site_path), "ce", "enable", CE], "n")
+    assert code == 1 and "CE1: CVMFS -> Torrent (dry run" in text and "nothing changed" in text, text
+    assert method(lab) == ("CVMFS",)
