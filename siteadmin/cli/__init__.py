@@ -209,6 +209,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
 def _run(argv: list[str], out: TextIO, err: TextIO) -> int:
     debug = "--debug" in argv
     try:
+        if argv[-2:] == ["completion", "--groups"]:
+            # shell completion asks this at a Tab press: answer without importing every command's modules
+            from siteadmin.cli.completion import print_groups_fast
+
+            fast = print_groups_fast(argv[:-2], out)
+            if fast is not None:
+                return fast
         parser = build_parser()
         args = _defaults(parser.parse_args(argv))
         if args.command is None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 from textwrap import dedent
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import shtab
 
 from siteadmin.errors import ExitCode, UsageError
 from siteadmin.lint_rules import RULES
+from siteadmin.site import load_site
 
 if TYPE_CHECKING:
     from siteadmin.cli import Context
@@ -121,6 +122,32 @@ def script(shell: str) -> str:
     parser = build_parser()
     _annotate(parser, set())
     return shtab.complete(parser, shell=shell, preamble=PREAMBLE[shell])
+
+
+def print_groups_fast(head: list[str], out: TextIO) -> int | None:
+    """``siteadmin [--site FILE] completion --groups`` without building the whole parser (a Tab press waits for it).
+
+    Args:
+        head: the arguments before ``completion --groups``.
+        out: where the names go.
+
+    Returns:
+        The exit status, or None when ``head`` holds more than ``--site FILE`` (then the full
+        command line is parsed as usual).
+
+    Raises:
+        SiteadminError: the site config cannot be loaded (as ``config show`` would say).
+    """
+    if not head:
+        site = load_site(None)
+    elif len(head) == 2 and head[0] == "--site":
+        site = load_site(head[1])
+    elif len(head) == 1 and head[0].startswith("--site="):
+        site = load_site(head[0].removeprefix("--site="))
+    else:
+        return None
+    out.write("".join(f"@{g}\n" for g in sorted(site.wns.groups)))
+    return int(ExitCode.OK)
 
 
 def print_completion(ctx: Context, args: argparse.Namespace) -> int:

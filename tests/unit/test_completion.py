@@ -159,3 +159,16 @@ def test_zsh_loads_the_script_from_fpath_and_by_eval(tmp_path: Path) -> None:
     assert by_eval.stdout == "_shtab_siteadmin\n"
     syntax = subprocess.run([zsh, "-n", str(folder / "_siteadmin")], capture_output=True, text=True, timeout=60)
     assert syntax.returncode == 0 and syntax.stderr == "", syntax.stderr
+
+
+def test_groups_at_a_tab_press_import_no_command_module(site: Path) -> None:
+    # every Tab on a hostlist runs this: it must not pay for importing the rollout, the swarm, LDAP...
+    program = (
+        "import sys\nfrom siteadmin.cli import main\n"
+        f"code = main(['--site', {str(site)!r}, 'completion', '--groups'])\n"
+        "heavy = sorted(m for m in ('siteadmin.rollout', 'siteadmin.swarm', 'siteadmin.directory', 'paramiko', 'ldap3', 'textual') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "@bigdisk\n@gpu\n0 []\n"
