@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from siteadmin import switch
 from siteadmin.directory import Directory, check_ce_name
 from siteadmin.errors import ExitCode, SiteadminError, UsageError, printable
+from siteadmin.errors import printable_lines as printable_text
 from siteadmin.hostlist import fold
 from siteadmin.inventory import Inventory
 from siteadmin.rollout import describe, report_of
@@ -136,6 +137,8 @@ def _terminal() -> bool:
 def run_switch(ctx: Context, args: argparse.Namespace) -> int:
     for name in args.ces:
         check_ce_name(name)
+    if not 0 < args.timeout <= 86400:
+        raise UsageError(f"--timeout {args.timeout:g}: must be seconds greater than 0 and at most 86400")
     if args.verify:
         for flag, given in (("--dry-run", args.dry_run), ("--ldif-request", args.ldif_request is not None), ("--restore-profile", args.restore_profile),
                             ("--strict", args.strict)):
@@ -194,12 +197,10 @@ def _switch_one(ctx: Context, args: argparse.Namespace, directory: Directory, in
         ctx.site, name, args.to, strict=args.strict, request_file=args.ldif_request, restore_profile=args.restore_profile,
         timeout=args.timeout, directory=directory, inventory=inventory, progress=on_event,
     )
-    if not ctx.json or args.dry_run or not args.yes:
-        text = plan_text(plan, args.dry_run)
-        if ctx.json:
-            ctx.err.write(text + "\n")  # the question needs the plan beside it; JSON stays clean on stdout
-        else:
-            ctx.emit(None, text)
+    if not ctx.json:
+        ctx.emit(None, plan_text(plan, args.dry_run))
+    elif not args.dry_run and not args.yes:
+        ctx.err.write(printable_text(plan_text(plan, args.dry_run)) + "\n")  # the question needs the plan beside it; JSON stays clean
     if args.dry_run:
         return ExitCode.OK, {"plan": plan.as_dict(), "outcome": "dry-run"}
     if not args.yes and not _ask(ctx, f"switch {printable(plan.ce)} to {printable(plan.to)}?"):

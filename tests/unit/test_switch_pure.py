@@ -311,6 +311,8 @@ def _run(*argv: str) -> tuple[int, str, str]:
     (["switch", "CE1"], "switch needs --to METHOD"),
     (["switch", "CE1", "CE2", "--to", "Torrent", "--ldif-request", "x.ldif", "--yes"], "--ldif-request takes one CE at a time"),
     (["switch", "--verify", "CE1", "--dry-run"], "switch --verify does not take --dry-run"),
+    (["switch", "CE1", "--to", "Torrent", "--timeout", "0", "--yes"], "--timeout 0: must be seconds greater than 0"),
+    (["switch", "CE1", "--to", "Torrent", "--timeout", "nan", "--yes"], "--timeout nan"),
     (["switch", "CE\n1", "--to", "Torrent", "--yes"], "CE"),
 ])
 def test_refusals_are_one_line_with_exit_2(argv: list[str], says: str) -> None:
