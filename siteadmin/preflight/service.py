@@ -40,6 +40,7 @@ from typing import Any
 import paramiko
 
 from siteadmin.aria2conf.check import check_profiles
+from siteadmin.aria2conf.render import rpc_secret_path
 from siteadmin.errors import SiteadminError, UsageError
 from siteadmin.hostlist import fold
 from siteadmin.inventory import WN, Inventory
@@ -302,6 +303,7 @@ def run_check(
         if "central" in checks:
             report.findings += _central_findings(site, [states[h] for h in live])
         if "exposure" in checks:
+            report.findings += _profile_rpc_findings(site, hosts)
             report.findings += _listening_findings(site, [states[h] for h in live], ports)
 
         # 2.-5. responders, probers, outside
@@ -387,6 +389,27 @@ def _local_findings(site: Site, states: Sequence[_WNState], profiles: Mapping[st
             out.append(Finding("local", WARNING, f"{fold(hosts)}: {message} [lpd-no-interface]", "",
                                "set bt-lpd-interface to the LAN interface in the site or group profile"))
     return out
+
+
+RPC_RULES = ("rpc-no-secret", "rpc-weak-secret", "rpc-listen-all", "rpc-allow-origin-all")
+"""The lint's rules about the aria2c RPC, which the exposure check reports from the profiles too."""
+
+
+def _profile_rpc_findings(site: Site, hosts: Sequence[str]) -> list[Finding]:
+    """The lint's RPC errors in the WNs' rendered profiles, folded by message."""
+    checked = check_profiles(site, hosts, aria2c=False, create_secret=False)
+    # without the site's secret file the check renders no secret, but `apply` generates one first
+    no_secret_yet = not rpc_secret_path(site).exists()
+    flagged: dict[tuple[str, str], list[str]] = {}
+    for host_check in checked.hosts:
+        for finding in host_check.findings:
+            if finding.rule == "rpc-no-secret" and no_secret_yet:
+                continue
+            if finding.rule in RPC_RULES and finding.level == ERROR:
+                flagged.setdefault((finding.rule, finding.message.removeprefix(f"{host_check.host}: ")), []).append(host_check.host)
+    return [Finding("exposure", ERROR, f"{fold(hosts)}: the profile: {message} [{rule}]", "what the rendered profile asks aria2c to do",
+                    "fix the profile (siteadmin lint explains each rule), then siteadmin apply")
+            for (rule, message), hosts in flagged.items()]
 
 
 def _central_findings(site: Site, states: Sequence[_WNState]) -> list[Finding]:

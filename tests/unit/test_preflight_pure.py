@@ -216,3 +216,37 @@ def test_lab_topology_splits_wns_over_lans() -> None:
     assert [two.wn_lan(i) for i in range(1, 5)] == [1, 1, 2, 2]
     assert [two.wn_addr(i) for i in range(1, 5)] == ["10.213.2.11", "10.213.2.12", "10.213.3.13", "10.213.3.14"]
     assert two.router_addr_on(2) == "10.213.3.1" and two.lan_net(2) == "10.213.3.0/24" and two.lan == "10.213.2.0/24"
+
+
+def test_local_findings_no_multicast_route_and_lpd_no_interface() -> None:
+    from siteadmin.preflight.service import _local_findings, _profiles, _WNState
+
+    site = site_from_mapping({"wns": {"hosts": ["wn[001-003]"]}, "aria2c": {"options": {"bt-enable-lpd": "true"}}})
+    profiles = _profiles(site, ["wn001", "wn002", "wn003"])
+    two = [{"name": "eth0", "addrs": ["10.0.0.1/24"]}, {"name": "ib0", "addrs": ["10.1.0.1/24"]}]
+    states = [
+        _WNState("wn001", "wn001", facts={"interfaces": two, "mcast_source": "10.0.0.1"}),
+        _WNState("wn002", "wn002", facts={"interfaces": [{"name": "eth0", "addrs": ["10.0.0.2/24"]}], "mcast_source": "10.0.0.2"}),
+        _WNState("wn003", "wn003", facts={"interfaces": [{"name": "eth0", "addrs": ["10.0.0.3/24"]}], "mcast_source": None}),
+    ]
+    found = {(f.level, f.text) for f in _local_findings(site, states, profiles)}
+    assert ("error", "wn003: no route for 224.0.0.0/4") in found
+    lpd = [text for level, text in found if level == "warning"]
+    assert len(lpd) == 1 and lpd[0].startswith("wn001: ") and lpd[0].endswith("[lpd-no-interface]") and "eth0, ib0" in lpd[0]
+    assert len(found) == 2
+
+
+def test_exposure_reports_the_profiles_rpc_rules(tmp_path: Path) -> None:
+    from siteadmin.preflight.service import _profile_rpc_findings
+    from siteadmin.secrets import generate_secret, write_secret_file
+
+    secret = tmp_path / "rpc-secret"
+    write_secret_file(secret, generate_secret())
+    wns = {"hosts": ["wn[001-002]"]}
+    site = site_from_mapping({"wns": wns, "aria2c": {"rpc_secret_file": str(secret), "options": {"rpc-listen-all": "true"}}})
+    found = _profile_rpc_findings(site, ["wn001", "wn002"])
+    assert len(found) == 1 and found[0].text.startswith("wn[001-002]: the profile: ") and found[0].text.endswith("[rpc-listen-all]")
+    assert found[0].level == "error" and found[0].check == "exposure"
+    assert _profile_rpc_findings(site_from_mapping({"wns": wns, "aria2c": {"rpc_secret_file": str(secret)}}), ["wn001", "wn002"]) == []
+    # no secret file yet: apply generates one before any profile goes out, so that is no finding
+    assert _profile_rpc_findings(site_from_mapping({"wns": wns, "aria2c": {"rpc_secret_file": str(tmp_path / "none")}}), ["wn001"]) == []
