@@ -264,6 +264,25 @@ def test_status_reads_the_swarm_and_flags_each_broken_wn(swarm_lab: Lab, tmp_pat
         record_property("site_share", round(data["share"]["fraction"], 3))
         assert lab.exec_in(cern, ["tc", "qdisc", "del", "dev", "eth0", "root"]).returncode == 0
 
+        # ---- drift: an option changed over RPC behind the profile's back, then put back
+        lab.rpc(LAST[0], "aria2.changeGlobalOption", [{"bt-max-peers": "7"}])
+        try:
+            code, data = status_json(site, "wn[001-004].lab")
+        finally:
+            lab.rpc(LAST[0], "aria2.changeGlobalOption", [{"bt-max-peers": "100"}])
+        assert code == 1 and problems_of(data) == {(LAST[0], "drift")}, data["problems"]
+        assert "bt-max-peers" in data["problems"][0]["message"]
+        assert status_json(site, "wn[001-004].lab")[0] == 0
+
+        # ---- a version floor above the WNs' aria2c
+        floor = site_copy(lab, "floor", tmp_path / "memory-floor.json")
+        floor.write_text(floor.read_text().replace("[status]\n", '[status]\nmin_aria2c_version = "99.0"\n'))
+        try:
+            code, data = status_json(floor, "wn[001-004].lab")
+        finally:
+            floor.unlink()
+        assert code == 1 and problems_of(data) == {(name, "old-aria2c") for name in FETCHERS}
+
         # ---- a WN cut from every peer and from cern while it downloads: no peers while others hold the package
         cut_ns = lab.wn_ns(CUT)
         assert cut_ns is not None
