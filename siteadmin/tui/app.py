@@ -18,10 +18,12 @@ from textual.events import Click
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Header, Static
 
+from siteadmin.directory import CE
 from siteadmin.errors import printable, warnings_to
 from siteadmin.site import Site
 from siteadmin.tui.messages import SiteChanged
 from siteadmin.tui.services import ConsoleServices
+from siteadmin.tui.switch_screen import SwitchScreen
 from siteadmin.tui.views.audit import AuditView
 from siteadmin.tui.views.base import View
 from siteadmin.tui.views.ces import CesView
@@ -152,16 +154,12 @@ class SiteadminApp(App[int]):
         if view is not None and action:
             self.call_after_refresh(lambda: self.run_action(action, view))
 
-    def open_switch(self, ce: str) -> None:
-        """The switch of a CE to torrent mode, end to end (``siteadmin switch``)."""
-        self.notify(
-            f"{ce}: the gated switch (preflight, rollout, LDAP, verify) is not available in this version; "
-            "run 6 (preflight), 5 (rollout), then e on the CE",
-            severity="warning", timeout=10, markup=False,
-        )
+    def open_switch(self, ce: CE) -> None:
+        """The switch of a CE, gated end to end (``siteadmin switch``): plan, confirm, each step as it happens."""
+        self.push_screen(SwitchScreen(self.services, ce))
 
     def on_site_changed(self, message: SiteChanged) -> None:
-        for view_id in ("audit", "overview"):
+        for view_id in ("audit", "overview", "ces"):
             view = self.view(view_id)
             if view is not None and view.loaded:
                 view.reload()

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from siteadmin import audit, preflight, rollout
+from siteadmin import audit, preflight, rollout, runlock, switch
 from siteadmin.aria2conf import ProfileCheck, check_profiles, render
-from siteadmin.directory import CE, Change, Directory
+from siteadmin.directory import CE, TORRENT, Change, Directory, is_torrent_value, restore_method
 from siteadmin.inventory import WN, Inventory
 from siteadmin.preflight import CheckReport
 from siteadmin.remote.fanout import Batches, HostResult, Progress
@@ -105,9 +105,27 @@ class ConsoleServices:
             return method(name, dry_run=True, expected=expected)
 
     def ce_change(self, name: str, action: str, expected: tuple[str, ...]) -> Change:
-        with Directory(self.site) as directory:
+        with runlock.hold(self.site, f"siteadmin console: ce {action} {name}"), Directory(self.site) as directory:
             method = directory.enable if action == "enable" else directory.disable
             return method(name, expected=expected)
+
+    # ------------------------------------------------ the switch (preflight, rollout, LDAP, wait)
+
+    def switch_target(self, ce: CE) -> tuple[str, str]:
+        """Where ``s`` switches a CE: to Torrent, or back to the method it had before (audit log)."""
+        if not is_torrent_value(ce.install_method or ""):
+            return TORRENT, "torrent mode"
+        name = self.site.site.name or ""
+        method, source = restore_method(audit.read(self.site.audit.path), name, ce.name, self.site.ldap.install_methods,
+                                        self.site.ldap.default_method)
+        return method, f"back, from {source}"
+
+    def switch_plan(self, ce: str, to: str, cancel: threading.Event, progress: Callable[[switch.SwitchEvent], None]) -> switch.SwitchPlan:
+        return switch.plan(self.site, ce, to, cancel=cancel, progress=progress)
+
+    def switch_run(self, plan: switch.SwitchPlan, cancel: threading.Event, progress: Callable[[switch.SwitchEvent], None]) -> switch.SwitchResult:
+        with runlock.hold(self.site, f"siteadmin console: switch {plan.ce} --to {plan.to}"):
+            return switch.run(self.site, plan, cancel=cancel, progress=progress)
 
     # ------------------------------------------------ SSH
 
@@ -121,10 +139,12 @@ class ConsoleServices:
         return rollout.plan(self.site, hosts, cancel=cancel, progress=progress)
 
     def rollout_apply(self, hosts: Sequence[str], cancel: threading.Event, progress: Callable[[Progress[HostReport]], None]) -> RolloutRun:
-        return rollout.apply(self.site, hosts, batches=self.batches(), cancel=cancel, progress=progress)
+        with runlock.hold(self.site, "siteadmin console: apply"):
+            return rollout.apply(self.site, hosts, batches=self.batches(), cancel=cancel, progress=progress)
 
     def rollback(self, hosts: Sequence[str], cancel: threading.Event, progress: Callable[[Progress[HostReport]], None]) -> RolloutRun:
-        return rollout.rollback(self.site, hosts, batches=self.batches(), cancel=cancel, progress=progress)
+        with runlock.hold(self.site, "siteadmin console: rollback"):
+            return rollout.rollback(self.site, hosts, batches=self.batches(), cancel=cancel, progress=progress)
 
     def preflight(self, hosts: Sequence[str], cancel: threading.Event, progress: Callable[[str], None]) -> CheckReport:
         report = preflight.run_check(self.site, hosts, cancel=cancel, progress=progress)

@@ -9,6 +9,7 @@ from siteadmin.directory import Directory
 from siteadmin.lab import Lab
 from siteadmin.tui.app import SiteadminApp
 from siteadmin.tui.screens import ConfirmScreen
+from siteadmin.tui.switch_screen import SwitchScreen
 
 from .test_console_frame import row_text, settle
 
@@ -216,3 +217,59 @@ async def test_the_swarm_table_fills_from_the_wns_aria2c(lab: Lab) -> None:
         rows = {row_text(table, i)[0]: row_text(table, i) for i in range(table.row_count)}
         assert set(rows) == set(lab.wn_names)
         assert all(row[1].startswith("1.") for row in rows.values()), rows  # aria2c's version, read over RPC
+
+
+async def wait_switch(app: SiteadminApp, pilot: object, rounds: int = 600) -> SwitchScreen:
+    import asyncio
+
+    screen = app.screen
+    assert isinstance(screen, SwitchScreen)
+    for _ in range(rounds):
+        await asyncio.sleep(0.1)
+        if not screen.running and (screen.plan is not None or "error" in screen.query_one("#switch-state", Static).classes):
+            break
+    await pilot.pause()  # type: ignore[attr-defined]
+    return screen
+
+
+async def test_switch_a_ce_to_torrent_and_back_from_the_console(lab: Lab) -> None:
+    assert method_of(lab, "CE1") == ("CVMFS",)
+    app = SiteadminApp(lab.site)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("2")
+            await settle(app, pilot)
+            table = app.query_one("#ces DataTable", DataTable)
+            table.move_cursor(row=table.get_row_index("CE1"))
+            await pilot.press("s")
+            screen = await wait_switch(app, pilot)
+            assert screen.plan is not None and screen.plan.to == "Torrent"
+            body = str(screen.query_one("#switch-body", Static).render())
+            assert "preflight" in body and "installMethod: Torrent" in body
+            assert method_of(lab, "CE1") == ("CVMFS",)  # the plan changed nothing
+            await pilot.press("y")
+            for _ in range(1200):
+                await pilot.pause(0.1)
+                if screen.result is not None:
+                    break
+            assert screen.result is not None
+            assert screen.result.outcome == "ok", [s.as_dict() for s in screen.result.steps]
+            assert [s.step for s in screen.result.steps] == ["preflight", "rollout", "ldap", "wait"]
+            assert method_of(lab, "CE1") == ("Torrent",)
+            assert "600" in str(screen.query_one("#switch-state", Static).render())  # AliEn's cache delay
+            await pilot.press("escape")
+            await settle(app, pilot)
+            await pilot.press("s")  # back: LDAP first, to the method it had before
+            screen = await wait_switch(app, pilot)
+            assert screen.plan is not None and screen.plan.to == "CVMFS"
+            await pilot.press("y")
+            for _ in range(600):
+                await pilot.pause(0.1)
+                if screen.result is not None:
+                    break
+            assert screen.result is not None and screen.result.outcome == "ok"
+            assert method_of(lab, "CE1") == ("CVMFS",)
+    finally:
+        with Directory(lab.site) as directory:
+            if directory.show("CE1").install_methods != ("CVMFS",):
+                directory.set_method("CE1", "CVMFS")

@@ -25,7 +25,7 @@ ALIEN_CACHE_NOTE = "AliEn caches CE settings for up to 600 s before jobs see the
 
 class CesView(View[list[CE]]):
     title = "Computing elements"
-    hint = "installMethod of each CE in LDAP. Every change is shown (its LDIF) and asked first."
+    hint = "installMethod of each CE in LDAP. s: switch (preflight, rollout, LDAP, wait; undone on failure). Every change is asked first."
     BINDINGS = [
         Binding("e", "enable", "Enable torrent"),
         Binding("d", "disable", "Disable torrent"),
@@ -80,7 +80,7 @@ class CesView(View[list[CE]]):
             return
         switch = getattr(self.app, "open_switch", None)
         if callable(switch):
-            switch(name)
+            switch(self._ces[name])
 
     def _ask(self, action: str) -> None:
         name = self.selected()
