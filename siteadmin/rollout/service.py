@@ -630,7 +630,11 @@ def _apply_host(run: _Run, session: Session) -> HostReport:
                 report = dataclasses.replace(report, reload=p.RELOAD_RESTART, notes=(*report.notes, "the file in place still waited for a restart"))
             if run.dry_run or report.outcome == p.UNCHANGED:
                 return report
-            generation = files.backup(session, current, keep=max(1, run.site.rollout.backups_kept), sftp=sftp)
+            try:
+                generation = files.backup(session, current, keep=max(1, run.site.rollout.backups_kept), sftp=sftp)
+            except files.FileStepError as exc:
+                _audit_host(run, report, exc)  # a WN that failed to change is audited like one that changed
+                raise
             report = dataclasses.replace(report, backup=generation.id if generation else None)
             try:
                 with files.staged(session, path, new, sftp=sftp) as temp:

@@ -308,14 +308,14 @@ def test_the_connection_cut_mid_upload_keeps_the_old_config_releases_the_lock_an
     host = lab.wn_names[0]
     site = lab.site
     before = look(site, host)
-    # a long list of trackers to exclude makes a ~1 MB profile; the WN's link is slowed to 2 Mbit/s
-    big = ",".join(f"http://t{i}.invalid/a" for i in range(40000))
+    # a long list of trackers to exclude makes a ~300 KB profile; the WN's link is slowed to 1 Mbit/s
+    big = ",".join(f"http://t{i}.invalid/a" for i in range(12000))
     path = site_copy(lab, "cut", options={"bt-exclude-tracker": big})
     new = rendered(path, host)
-    assert len(new) > 500_000
+    assert len(new) > 250_000
     router, port = lab.router_ns, f"w{lab.wn(host).index:03d}"
     assert router is not None
-    lab.exec_in(router, ["tc", "qdisc", "add", "dev", port, "root", "tbf", "rate", "2mbit", "burst", "32kb", "latency", "2s"])
+    lab.exec_in(router, ["tc", "qdisc", "add", "dev", port, "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "2s"])
     upper = lab.wn(host).host_path(posixpath.dirname(config_path_for(site, host)))
     base = posixpath.basename(config_path_for(site, host))
     cut_at: list[int] = []
@@ -425,6 +425,8 @@ def test_a_full_config_filesystem_fails_clearly_keeps_the_old_config_and_leaves_
     assert after.names == before.names, f"left behind: {sorted(set(after.names) - set(before.names))}"
     assert after.lock is None
     assert option(lab, host, "max-overall-upload-limit") != str(7 * 1024 * 1024)
+    record = [r.event for r in audit.read(site.audit.path) if r.event and r.event.get("host") == host][-1]
+    assert (record["outcome"], record["after"], record["backup"]) == ("disk full", before.state.sha256, None)
 
 
 # ---------------------------------------------------------------- configs aria2c refuses
