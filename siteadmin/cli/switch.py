@@ -63,22 +63,25 @@ def plan_text(plan: switch.SwitchPlan, dry_run: bool) -> str:
     lines += [f"  {n}. {s.name}: {s.title}" for n, s in enumerate(plan.steps, 1)]
     if plan.checks:
         lines.append(f"preflight checks: {', '.join(plan.checks)}" + (" (warnings stop it: --strict)" if plan.strict else ""))
-    groups: dict[str, list[str]] = {}
+    # WNs whose diffs differ only by their own name fold into one (200 WNs, one diff to read)
+    groups: dict[str, list[tuple[str, str]]] = {}
     failures: dict[str, list[str]] = {}
     for run in plan.rollout:
         for result in run.results:
             report = report_of(result)
             if result.ok and report is not None:
                 if report.diff:
-                    groups.setdefault(report.diff, []).append(result.host)
+                    groups.setdefault(report.diff.replace(result.host, "\0"), []).append((result.host, report.diff))
             else:
                 failures.setdefault(describe(result), []).append(result.host)
     if plan.rollout:
         if groups:
             lines.append("per-WN diff:")
-            for diff, hosts in groups.items():
-                lines.append(f"--- {fold(hosts)}")
-                lines.append(diff.rstrip("\n"))
+            for members in groups.values():
+                hosts = [host for host, _diff in members]
+                shown = f" (as for {hosts[0]}, each with its own name)" if len(hosts) > 1 else ""
+                lines.append(f"=== {fold(hosts)}{shown}")
+                lines.append(members[0][1].rstrip("\n"))
         else:
             lines.append("per-WN diff: none (every WN already has its profile)")
         lines += [f"will fail: {fold(hosts)}: {why}" for why, hosts in failures.items()]

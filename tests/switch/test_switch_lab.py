@@ -23,7 +23,7 @@ import pytest
 from siteadmin import audit
 from siteadmin.cli import main
 from siteadmin.directory import Directory
-from siteadmin.hostlist import fold
+from siteadmin.hostlist import fold, parse_hostlist
 from siteadmin.lab import Lab
 from siteadmin.rollout import config_path_for
 from siteadmin.site import load_site
@@ -63,6 +63,10 @@ def variant(lab: Lab, name: str) -> Path:
     path.write_text(head + found + tail + f'\n[ces."{CE}"]\nwns = ["{fold(ce_wns(lab))}"]\n', encoding="utf-8")
     os.chmod(path, 0o600)
     return path
+
+
+def lab_hosts(folded: str) -> list[str]:
+    return list(parse_hostlist(folded, 1000))
 
 
 def method(lab: Lab) -> tuple[str, ...]:
@@ -166,9 +170,9 @@ def test_a_dry_run_shows_the_whole_plan_and_changes_nothing(lab: Lab, clean_lab:
                    "LDIF:", "delete: installMethod", "installMethod: CVMFS", "installMethod: Torrent", "changetype: modify"):
         assert wanted in out, out
     assert [line.split(":")[0].strip() for line in out.splitlines() if line.startswith("  ")][:4] == ["1. preflight", "2. rollout", "3. ldap", "4. wait"]
-    # a plan names each WN that serves CE1 and no other
-    for host in ce_wns(lab):
-        assert any(line.startswith("--- ") and host in line or line.startswith(f"--- {fold(ce_wns(lab))}") for line in out.splitlines())
+    # the WNs that serve CE1, and no other, each in a diff's heading (folded when they differ only by name)
+    headed = [line.removeprefix("=== ").split(" ")[0] for line in out.splitlines() if line.startswith("=== ")]
+    assert sorted(h for heading in headed for h in lab_hosts(heading)) == sorted(ce_wns(lab)), out
     assert f"WNs: {fold(ce_wns(lab))} ({len(ce_wns(lab))})" in out
     assert method(lab) == ("CVMFS",)
     assert files(lab) == clean_lab

@@ -17,7 +17,7 @@ from siteadmin import audit
 from siteadmin import switch as sw
 from siteadmin.audit import AuditRecord
 from siteadmin.cli import main
-from siteadmin.errors import ExitCode, InventoryError, ServiceUnreachable
+from siteadmin.errors import ConfigError, ExitCode, InventoryError, ServiceUnreachable
 from siteadmin.preflight import CheckReport, Finding
 from siteadmin.remote.fanout import HostResult
 from siteadmin.rollout import BUSY, VALIDATION, HostReport, RolloutError, RolloutRun
@@ -325,3 +325,16 @@ def test_the_ce_commands_take_yes() -> None:
     for action in ("enable", "disable"):
         code, _out, err = _run("ce", action, "CE1", "--yes", "--site", "/nonexistent/site.toml")
         assert "unrecognized arguments" not in err and code == 2, err
+
+
+@pytest.mark.parametrize(("ces", "says"), [
+    ({"CE1": {"wns": ["@nope"]}}, 'ces."CE1".wns: @nope: no such WN group'),
+    ({"CE1": {"wns": ["a@b.lab"]}}, "or an @group"),
+    ({"CE1": {"wns": [""]}}, "hostlist patterns or @group names"),
+    ({"CE1": {"hosts": []}}, "ces.CE1.hosts: unknown key"),
+    ({"CE1": {}, "ce1": {}}, "the same CE as"),
+])
+def test_a_bad_ces_table_is_one_line_naming_the_key(ces: Mapping[str, Any], says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _site(ces)
+    assert says in err.value.one_line() and "\n" not in err.value.one_line()
