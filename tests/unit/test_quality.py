@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 
 CORE_PACKAGES = {
     "errors", "site", "inventory", "secrets", "audit", "directory", "aria2conf", "remote", "rollout", "preflight", "swarm", "lab",
-    "runlock", "syslog_sink", "siteedit",
+    "runlock", "syslog_sink", "siteedit", "switch",
 }
 
 
