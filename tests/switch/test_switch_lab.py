@@ -335,3 +335,15 @@ def test_on_a_terminal_it_asks_and_no_changes_nothing(lab: Lab, clean_lab: dict[
     code, text = _on_a_terminal(["--site", str(lab.site_path), "ce", "enable", CE], "n")
     assert code == 1 and "CE1: CVMFS -> Torrent (dry run" in text and "nothing changed" in text, text
     assert method(lab) == ("CVMFS",)
+
+
+def test_several_ces_are_planned_each_on_its_own_and_the_exit_code_is_the_worst(lab: Lab, clean_lab: dict[str, str]) -> None:
+    site_file = variant(lab, "switch-several")
+    code, data, err = run_cli("--site", str(site_file), "switch", CE, "NOPE", "CE4", "--to", "Torrent", "--dry-run")
+    assert code == 2, (data, err)
+    assert [d.get("outcome") for d in data] == ["dry-run", "error", "dry-run"]
+    assert data[0]["plan"]["ce"] == CE and data[0]["plan"]["hosts"] == fold(ce_wns(lab))
+    assert data[2]["plan"]["ce"] == "CE4" and data[2]["plan"]["before"] == "Parrot" and data[2]["plan"]["wns"] == len(lab.wn_names)
+    errors = err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("siteadmin: usage: no CE 'NOPE' at site LAB"), err
+    assert method(lab) == ("CVMFS",) and files(lab) == clean_lab
