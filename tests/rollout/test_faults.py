@@ -302,20 +302,16 @@ def test_a_wn_that_never_sends_a_banner_fails_within_the_timeout_and_fifty_end_i
     assert fifty < bound, f"50 mute WNs took {fifty:.1f} s (parallelism {parallel}, timeout {timeout:g} s)"
 
 
-def test_the_connection_cut_mid_upload_keeps_the_old_config_releases_the_lock_and_leaves_no_temp_file(lab: Lab, restore_lab: None) -> None:
-    if lab.mode != "netns":
-        pytest.skip("shaping one WN's link needs the netns lab's router (loopback mode has none)")
-    host = lab.wn_names[0]
+BIG_PROFILE = {"bt-exclude-tracker": ",".join(f"http://t{i}.invalid/a" for i in range(12000))}
+"""A long list of trackers to exclude: a ~300 KB profile, whose upload takes seconds on a slowed link."""
+
+
+def mid_upload(lab: Lab, host: str, path: Path, action: Any) -> tuple[int, Any, str, int]:
+    """``apply`` of ``path`` to ``host`` with the WN's link slowed to 1 Mbit/s, calling ``action()``
+    once the new file's temp file on the WN holds 64 KiB; (exit code, JSON, stderr, temp size then)."""
     site = lab.site
-    before = look(site, host)
-    # a long list of trackers to exclude makes a ~300 KB profile; the WN's link is slowed to 1 Mbit/s
-    big = ",".join(f"http://t{i}.invalid/a" for i in range(12000))
-    path = site_copy(lab, "cut", options={"bt-exclude-tracker": big})
-    new = rendered(path, host)
-    assert len(new) > 250_000
     router, port = lab.router_ns, f"w{lab.wn(host).index:03d}"
     assert router is not None
-    lab.exec_in(router, ["tc", "qdisc", "add", "dev", port, "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "2s"])
     upper = lab.wn(host).host_path(posixpath.dirname(config_path_for(site, host)))
     base = posixpath.basename(config_path_for(site, host))
     cut_at: list[int] = []
@@ -329,26 +325,44 @@ def test_the_connection_cut_mid_upload_keeps_the_old_config_releases_the_lock_an
                         return entry.stat().st_size
         return None
 
-    def cutter() -> None:
-        deadline = time.monotonic() + 20
+    def watch() -> None:
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             size = temp_size()
             if size is not None and size >= 64 * 1024:
-                for pid in sshd_sessions(lab, host):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                action()
                 cut_at.append(size)
                 return
             time.sleep(0.002)
 
-    thread = threading.Thread(target=cutter)
+    lab.exec_in(router, ["tc", "qdisc", "add", "dev", port, "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "2s"])
+    thread = threading.Thread(target=watch)
     thread.start()
     try:
         code, data, err = run_cli("--site", str(path), "apply", host)
     finally:
         thread.join()
         lab.exec_in(router, ["tc", "qdisc", "del", "dev", port, "root"])
-    assert cut_at and cut_at[0] < len(new), "the session was not cut in the middle of the upload"
+    assert cut_at, "the upload was never seen under way"
+    return code, data, err, cut_at[0]
+
+
+def test_the_connection_cut_mid_upload_keeps_the_old_config_releases_the_lock_and_leaves_no_temp_file(lab: Lab, restore_lab: None) -> None:
+    if lab.mode != "netns":
+        pytest.skip("shaping one WN's link needs the netns lab's router (loopback mode has none)")
+    host = lab.wn_names[0]
+    site = lab.site
+    before = look(site, host)
+    path = site_copy(lab, "cut", options=BIG_PROFILE)
+    new = rendered(path, host)
+
+    def kill_sessions() -> None:
+        for pid in sshd_sessions(lab, host):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    code, data, err, size = mid_upload(lab, host, path, kill_sessions)
+    assert size < len(new), "the session was not cut in the middle of the upload"
     assert code == 1
     row = by_host(data)[host]
     assert row["outcome"] == "connection lost", row
@@ -363,6 +377,44 @@ def test_the_connection_cut_mid_upload_keeps_the_old_config_releases_the_lock_an
     assert code == 0, err
     after = look(site, host)
     assert not after.temps and after.lock is None and after.state == before.state
+
+
+def test_traffic_dropped_mid_upload_keeps_the_old_config_and_names_the_lock_it_could_not_remove(lab: Lab, restore_lab: None) -> None:
+    if lab.mode != "netns":
+        pytest.skip("shaping and dropping one WN's traffic needs the netns lab's namespaces")
+    host = lab.wn_names[1]
+    ns = lab.wn_ns(host)
+    assert ns is not None
+    site = lab.site
+    before = look(site, host)
+    path = site_copy(lab, "drop", options=BIG_PROFILE, ssh={"command_timeout": 2.0, "connect_timeout": 1.0})
+    rules = """table inet siteadmin_faults {
+        chain input { type filter hook input priority 0; tcp dport 22 drop; }
+        chain output { type filter hook output priority 0; tcp sport 22 drop; }
+    }
+    """
+    try:
+        code, data, err, size = mid_upload(lab, host, path, lambda: lab.apply_nft(ns, rules))
+    finally:
+        lab.exec_in(ns, ["nft", "delete", "table", "inet", "siteadmin_faults"])
+    assert size < len(rendered(path, host)), "the traffic was not dropped in the middle of the upload"
+    assert code == 1
+    row = by_host(data)[host]
+    assert row["outcome"] == "sftp timed out", row
+    lock = lock_path(config_path_for(site, host))
+    assert f"its lock {lock} is left on the WN" in row["error"], row["error"]
+    assert f"{host}: the lock {lock} of this run is still on the WN" in err
+    after = look(site, host)
+    assert after.state == before.state, "the old config was not left intact"
+    assert after.lock is not None and after.temps, "the WN kept no lock or temp file: nothing was cut"
+    # the lock is reported, never taken over; once the admin removed it, the next run clears the temp file
+    code, data, err = run_cli("--site", str(lab.site_path), "apply", host)
+    assert (code, by_host(data)[host]["outcome"]) == (1, "locked")
+    wn_sh(lab, host, f"rm {lock}")
+    code, data, err = run_cli("--site", str(lab.site_path), "apply", host)
+    assert code == 0, err
+    after = look(site, host)
+    assert after.state == before.state and not after.temps and after.lock is None
 
 
 # ---------------------------------------------------------------- the config folder
