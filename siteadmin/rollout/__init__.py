@@ -1,7 +1,8 @@
 """Rollout of aria2c profiles to the WNs: plan, apply, roll back (``siteadmin apply``, ``siteadmin rollback``, the console).
 
 ``service`` does the work on the WNs over the one WN service; ``changes`` holds the pure parts
-(classification, masked diff, live-or-restart marking, the lock's content). Core: never imports
+(classification, masked diff, live-or-restart marking, the lock's content, what aria2c checks only
+at start). Core: never imports
 the CLI, the console or the lab.
 """
 

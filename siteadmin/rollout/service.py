@@ -9,17 +9,24 @@ Per WN, in this order (``apply``):
 
 1. connect (host keys as everywhere; ``accept_new`` accepts an unknown key as OpenSSH's
    ``accept-new`` does and the run audits it);
-2. lock: ``<config>.siteadmin-lock`` beside the config, created with O_EXCL over SFTP, holding who
-   and since when. A held lock fails the WN at once (``locked``) unless ``wait_lock`` gives it
-   time; one older than ``[rollout] lock_stale_after`` is reported (``stale lock``), never taken;
+2. lock: ``<config>.siteadmin-lock`` beside the config, hard-linked into place from a private temp
+   file (never seen empty; O_EXCL where the server has no hard links), holding who, since when and
+   the run's random token. A held lock fails the WN at once (``locked``, saying when its holder is
+   a siteadmin of this VoBox no longer running) unless ``wait_lock`` gives it time; one older than
+   ``[rollout] lock_stale_after`` is reported (``stale lock``), never taken. A run removes its own
+   lock when the WN is done; locks a cancel, Ctrl-C or cut connection left behind are removed
+   afterwards over new connections, only while they still hold the run's token (``_release_left``);
+   one it cannot reach stays, named in that WN's line and in a ``warn`` line;
 3. plan: the profile check, the WN's current file and its hash: ``unchanged``, ``changed``
    (masked diff, each option marked live / new-downloads / restart) or ``new``. A dry run stops
    here, having written nothing anywhere;
 4. write: back up (``[rollout] backups_kept``), private temp file, validate it with the WN's own
-   aria2c (``NO_START_ARGS``: it starts nothing), rename it into place keeping owner and mode;
+   aria2c (``NO_START_ARGS``: it starts nothing) and the WN's shell (what aria2c checks only at
+   start: ``changes.start_checks``), rename it into place keeping owner and mode;
 5. reload: every changed option changeable over RPC -> ``changeGlobalOption`` then
    ``getGlobalOption``, whose read-back decides; else wait for aria2c to have no download in
-   flight (``[rollout] drain_timeout``; then ``busy``, the new file kept, unless
+   flight (``[rollout] drain_timeout``; then ``busy``, the new file kept with
+   ``<config>.siteadmin-restart`` beside it so the next apply restarts it even unchanged, unless
    ``restart_now``), run ``[rollout] restart_command`` and confirm over RPC a new aria2c session
    with the new values. A failed restart or read-back puts the backup back and reloads it the
    same way; the WN fails with the reason.
