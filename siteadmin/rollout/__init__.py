@@ -2,8 +2,7 @@
 
 ``service`` does the work on the WNs over the one WN service; ``changes`` holds the pure parts
 (classification, masked diff, live-or-restart marking, the lock's content, what aria2c checks only
-at start). Core: never imports
-the CLI, the console or the lab.
+at start). Core: never imports the CLI, the console or the lab.
 """
 
 from __future__ import annotations
