@@ -37,11 +37,11 @@ from siteadmin.secrets import MASK, mask_userinfo
 SITE_ENV = "SITEADMIN_SITE"
 """Environment variable naming the site.toml to use (tests point it at a lab)."""
 
-Check = Callable[[Any], str | None]
+Validator = Callable[[Any], str | None]
 """A field check returns None when the value is fine, else what is allowed."""
 
 
-def setting(default: Any, doc: str, check: Check | None = None, secret: bool = False, options: bool = False) -> Any:
+def setting(default: Any, doc: str, check: Validator | None = None, secret: bool = False, options: bool = False) -> Any:
     """Declare one config field with its default, its documentation and its check.
 
     ``secret`` masks the field's value in displays; ``options`` marks a table of aria2c options,

@@ -7,7 +7,7 @@ from the CLI or the console.
 
 from __future__ import annotations
 
-from siteadmin.aria2conf.catalogue import CATALOGUE, Change, Kind, OptionSpec, aria2_form
+from siteadmin.aria2conf.catalogue import CATALOGUE, Applies, Kind, OptionSpec, aria2_form
 from siteadmin.aria2conf.check import HostCheck, InterfaceProbe, ProfileCheck, Verdict, check_profiles, hosts_to_check
 from siteadmin.aria2conf.conffile import parse_conf
 from siteadmin.aria2conf.lint import RULES, Finding, allowed_rules, lint
@@ -34,7 +34,7 @@ __all__ = [
     "hosts_to_check",
     "PLACEHOLDER_HOST",
     "RULES",
-    "Change",
+    "Applies",
     "Finding",
     "Kind",
     "OptionSpec",

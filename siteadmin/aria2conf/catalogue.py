@@ -23,9 +23,6 @@ from collections.abc import Callable
 
 from siteadmin.secrets import MASK, mask_userinfo
 
-Check = Callable[[str], "str | None"]
-"""A value check: None when aria2 text is fine, else what is allowed."""
-
 
 class Kind(enum.Enum):
     """Value syntax of an option, as written in the conf file."""
@@ -47,7 +44,7 @@ class Kind(enum.Enum):
     HOSTS = "host list"
 
 
-class Change(enum.Enum):
+class Applies(enum.Enum):
     """How a changed value reaches a running aria2c."""
 
     LIVE = "live"
@@ -66,7 +63,7 @@ class OptionSpec:
     kind: Kind
     section: str
     doc: str
-    change: Change
+    applies: Applies
     default: str | None = None
     """aria2's built-in default, as text; None when aria2 has none."""
     secret: bool = False
@@ -322,14 +319,14 @@ _CHECKS: dict[Kind, Callable[[OptionSpec, str], bool]] = {
 # ---------------------------------------------------------------- the catalogue
 
 LEVELS = ("debug", "info", "notice", "warn", "error")
-L, N, R = Change.LIVE, Change.NEW_DOWNLOADS, Change.RESTART
+L, N, R = Applies.LIVE, Applies.NEW_DOWNLOADS, Applies.RESTART
 BT, DHT, LIM, PRX, RPC, FILES, LOG, PROC = (
     "BitTorrent", "DHT and peer discovery", "Speed limits", "Proxy", "RPC", "Files and sessions", "Logging", "Process",
 )
 
 
-def _o(name: str, kind: Kind, section: str, change: Change, doc: str, **kw: object) -> OptionSpec:
-    return OptionSpec(name=name, kind=kind, section=section, change=change, doc=doc, **kw)  # type: ignore[arg-type]
+def _o(name: str, kind: Kind, section: str, applies: Applies, doc: str, **kw: object) -> OptionSpec:
+    return OptionSpec(name=name, kind=kind, section=section, applies=applies, doc=doc, **kw)  # type: ignore[arg-type]
 
 
 def _proxy(prefix: str, what: str) -> list[OptionSpec]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from siteadmin.aria2conf.catalogue import CATALOGUE, HIDDEN_OVER_RPC, SECTIONS, Change
+from siteadmin.aria2conf.catalogue import CATALOGUE, HIDDEN_OVER_RPC, SECTIONS, Applies
 from siteadmin.aria2conf.lint import RULES
 
 APPLIES = {
-    Change.LIVE: "live",
-    Change.NEW_DOWNLOADS: "new downloads",
-    Change.RESTART: "restart",
+    Applies.LIVE: "live",
+    Applies.NEW_DOWNLOADS: "new downloads",
+    Applies.RESTART: "restart",
 }
 
 
@@ -45,7 +45,7 @@ def reference_markdown() -> str:
         for spec in CATALOGUE.values():
             if spec.section != section:
                 continue
-            applies = APPLIES[spec.change] + (", per download" if spec.per_download else "")
+            applies = APPLIES[spec.applies] + (", per download" if spec.per_download else "")
             default = f"`{spec.default}`" if spec.default is not None else ""
             name = f"`{spec.name}`" + (" (secret)" if spec.secret else "")
             lines.append(f"| {name} | {_cell(spec.allowed())} | {_cell(default)} | {applies} | {_cell(spec.doc)} |")

@@ -173,7 +173,7 @@ def _change_lines(report: HostReport) -> list[str]:
         shown = change.masked()
         before = "(unset)" if shown["before"] is None else shown["before"]
         after = "(default)" if shown["after"] is None else shown["after"]
-        lines.append(f"  {change.name}: {before} -> {after} ({change.change})")
+        lines.append(f"  {change.name}: {before} -> {after} ({change.applies})")
     return lines
 
 

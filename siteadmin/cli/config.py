@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from siteadmin.aria2conf import CATALOGUE
 from siteadmin.errors import ConfigError, ExitCode
 from siteadmin.secrets import write_private_file
 from siteadmin.site import example_site_toml, one_line, reference_markdown, site_as_dict
 
-if False:  # typing only, avoids a cycle at import time
+if TYPE_CHECKING:
     from siteadmin.cli import Context
 
 

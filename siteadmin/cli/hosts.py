@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from siteadmin.errors import ExitCode
 from siteadmin.inventory import Inventory, fold
 
-if False:  # typing only
+if TYPE_CHECKING:
     from siteadmin.cli import Context
 
 

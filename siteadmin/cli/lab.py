@@ -6,11 +6,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from siteadmin.errors import ExitCode
 
-if False:  # typing only
+if TYPE_CHECKING:
     from siteadmin.cli import Context
 
 LAB_DIR_ENV = "SITEADMIN_LAB_DIR"

@@ -29,7 +29,7 @@ from siteadmin.lab import bencode, netns
 
 
 @dataclasses.dataclass(frozen=True)
-class Check:
+class HealthCheck:
     """The outcome of one check against one target."""
 
     component: str
@@ -121,7 +121,7 @@ def rpc_call(ns: str | None, port: int, secret: str, method: str, params: list[A
 # ---------------------------------------------------------------- the checks
 
 
-def check_ldap(url: str, ca_file: Path, bind_dn: str, password_file: Path, base: str, timeout: float = 5.0) -> Check:
+def check_ldap(url: str, ca_file: Path, bind_dn: str, password_file: Path, base: str, timeout: float = 5.0) -> HealthCheck:
     """Bind over LDAPS verifying the lab CA and the server's name or address, then search the base."""
     import ldap3
     from ldap3.core.exceptions import LDAPException
@@ -134,7 +134,7 @@ def check_ldap(url: str, ca_file: Path, bind_dn: str, password_file: Path, base:
     try:
         password = read_secret_file(password_file, "LDAP password")
     except Exception as exc:  # noqa: BLE001 - a config error is a failed check, not a crash
-        return Check("ldap", url, False, str(exc)[:200])
+        return HealthCheck("ldap", url, False, str(exc)[:200])
     # the core's TLS: chain and name (DNS or IP SAN) verified by the standard library in the handshake
     server = ldap3.Server(host, port=parsed.port or 636, use_ssl=True, tls=VerifiedTls(host, ca_file), get_info=ldap3.NONE,
                           connect_timeout=int(timeout))
@@ -144,10 +144,10 @@ def check_ldap(url: str, ca_file: Path, bind_dn: str, password_file: Path, base:
         conn.bind()
         conn.search(base, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["o"])
         if not conn.entries:
-            return Check("ldap", url, False, f"search of {base} found nothing")
-        return Check("ldap", url, True, f"bind as {bind_dn.split(',')[0]} over TLS, {base} found")
+            return HealthCheck("ldap", url, False, f"search of {base} found nothing")
+        return HealthCheck("ldap", url, True, f"bind as {bind_dn.split(',')[0]} over TLS, {base} found")
     except (LDAPException, OSError) as exc:
-        return Check("ldap", url, False, f"{type(exc).__name__}: {exc}"[:200])
+        return HealthCheck("ldap", url, False, f"{type(exc).__name__}: {exc}"[:200])
     finally:
         with contextlib.suppress(Exception):
             conn.unbind()
@@ -156,7 +156,7 @@ def check_ldap(url: str, ca_file: Path, bind_dn: str, password_file: Path, base:
             conn.socket.close()
 
 
-def check_wns_over_ssh(site: Any, wn_list: list[Any], secret: str, parallelism: int = 32) -> list[Check]:
+def check_wns_over_ssh(site: Any, wn_list: list[Any], secret: str, parallelism: int = 32) -> list[HealthCheck]:
     """For each WN: run a command over SSH, then ``aria2.getVersion`` through an SSH tunnel to its RPC port.
 
     This is the path siteadmin itself takes (the WN service of ``siteadmin.remote``): the site's
@@ -169,59 +169,59 @@ def check_wns_over_ssh(site: Any, wn_list: list[Any], secret: str, parallelism: 
     token = secrets.token_hex(4)
     ports = {wn.name: wn.rpc_port for wn in wn_list}
 
-    def work(session: Session) -> tuple[Check, Check]:
+    def work(session: Session) -> tuple[HealthCheck, HealthCheck]:
         host = session.host
         result = session.run(f"echo lab-{token}", timeout=10.0)
         if result.exit_status != 0 or result.stdout.strip() != f"lab-{token}":
-            ssh = Check("ssh", host, False, f"`echo` gave status {result.exit_status}: {result.stderr.strip()[:100]}")
+            ssh = HealthCheck("ssh", host, False, f"`echo` gave status {result.exit_status}: {result.stderr.strip()[:100]}")
         else:
-            ssh = Check("ssh", host, True, "command ran")
+            ssh = HealthCheck("ssh", host, True, "command ran")
         try:
             with session.open_tunnel("127.0.0.1", ports[host]) as tunnel:
                 # aria2p, as siteadmin talks to WN daemons; the secret travels in the request body
                 client = aria2p.Client(host="http://127.0.0.1", port=tunnel.address[1], secret=secret, timeout=10.0)
                 version: Any = client.get_version()  # annotated str in aria2p; aria2 answers a dict
-            rpc = Check("rpc", host, True, f"aria2 {version.get('version', '?') if isinstance(version, dict) else version}")
+            rpc = HealthCheck("rpc", host, True, f"aria2 {version.get('version', '?') if isinstance(version, dict) else version}")
         except Exception as exc:  # noqa: BLE001 - a refused tunnel or an RPC error is a failed check
-            rpc = Check("rpc", host, False, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:200])
+            rpc = HealthCheck("rpc", host, False, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:200])
         return ssh, rpc
 
-    checks: list[Check] = []
+    checks: list[HealthCheck] = []
     with WNService(site, parallelism=parallelism) as service:
         for result in service.run([wn.name for wn in wn_list], work):
             if result.value is not None:
                 checks += list(result.value)
             else:
                 why = result.error or "failed"
-                checks += [Check("ssh", result.host, False, why), Check("rpc", result.host, False, "no SSH session for the tunnel")]
+                checks += [HealthCheck("ssh", result.host, False, why), HealthCheck("rpc", result.host, False, "no SSH session for the tunnel")]
     return checks
 
 
-def check_announce(name: str, ns: str | None, host: str, port: int, infohash_hex: str, peer_port: int, size: int) -> Check:
+def check_announce(name: str, ns: str | None, host: str, port: int, infohash_hex: str, peer_port: int, size: int) -> HealthCheck:
     try:
         answer = announce(ns, host, port, infohash_hex, peer_port, left=size, timeout=3.0)
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        return Check("tracker", name, False, f"announce to {host}:{port}: {type(exc).__name__}: {exc}"[:200])
+        return HealthCheck("tracker", name, False, f"announce to {host}:{port}: {type(exc).__name__}: {exc}"[:200])
     if b"failure reason" in answer:
-        return Check("tracker", name, False, "tracker says: " + answer[b"failure reason"].decode(errors="replace"))
+        return HealthCheck("tracker", name, False, "tracker says: " + answer[b"failure reason"].decode(errors="replace"))
     if b"interval" not in answer:
-        return Check("tracker", name, False, "announce answer without interval")
-    return Check("tracker", name, True, f"announce answered (interval {answer[b'interval']} s)")
+        return HealthCheck("tracker", name, False, "announce answer without interval")
+    return HealthCheck("tracker", name, True, f"announce answered (interval {answer[b'interval']} s)")
 
 
-def check_seeder(ns: str | None, host: str, port: int, infohash_hex: str) -> Check:
+def check_seeder(ns: str | None, host: str, port: int, infohash_hex: str) -> HealthCheck:
     target = f"{host}:{port}"
     try:
         counts = scrape(ns, host, port, infohash_hex, timeout=3.0)
     except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
-        return Check("seeder", target, False, f"scrape: {type(exc).__name__}: {exc}"[:200])
+        return HealthCheck("seeder", target, False, f"scrape: {type(exc).__name__}: {exc}"[:200])
     complete = int(counts.get(b"complete", 0))
     if complete < 1:
-        return Check("seeder", target, False, "the tracker knows no complete peer (seeder) for the package")
-    return Check("seeder", target, True, f"{complete} complete peer(s) on the tracker")
+        return HealthCheck("seeder", target, False, "the tracker knows no complete peer (seeder) for the package")
+    return HealthCheck("seeder", target, True, f"{complete} complete peer(s) on the tracker")
 
 
-def check_http(ns: str | None, host: str, port: int, name: str, size: int, sha1: str, where: str) -> Check:
+def check_http(ns: str | None, host: str, port: int, name: str, size: int, sha1: str, where: str) -> HealthCheck:
     target = f"http://{host}:{port}/{name}"
     digest = hashlib.sha1(usedforsecurity=False)
     got = 0
@@ -234,12 +234,12 @@ def check_http(ns: str | None, host: str, port: int, name: str, size: int, sha1:
     try:
         status, _ = http_request(ns, host, port, "/" + urllib.parse.quote(name), timeout=10.0, sink=sink)
     except (OSError, http.client.HTTPException) as exc:
-        return Check("http", target, False, f"{type(exc).__name__}: {exc}"[:200])
+        return HealthCheck("http", target, False, f"{type(exc).__name__}: {exc}"[:200])
     if status != 200:
-        return Check("http", target, False, f"HTTP {status}")
+        return HealthCheck("http", target, False, f"HTTP {status}")
     if got != size or digest.hexdigest() != sha1:
-        return Check("http", target, False, f"got {got} bytes sha1 {digest.hexdigest()[:12]}, published {size} bytes sha1 {sha1[:12]}")
-    return Check("http", target, True, f"{size} bytes, sha1 matches (from {where})")
+        return HealthCheck("http", target, False, f"got {got} bytes sha1 {digest.hexdigest()[:12]}, published {size} bytes sha1 {sha1[:12]}")
+    return HealthCheck("http", target, True, f"{size} bytes, sha1 matches (from {where})")
 
 
 def is_root() -> bool:

@@ -25,7 +25,7 @@ from siteadmin.errors import LabError, SiteadminError
 from siteadmin.inventory import fold
 from siteadmin.lab import bencode, central, health, netns, proc, sitefile, wns
 from siteadmin.lab.central import CentralLayout
-from siteadmin.lab.health import Check
+from siteadmin.lab.health import HealthCheck
 from siteadmin.lab.netns import MAX_WNS, Topology
 from siteadmin.lab.wns import WNLayout
 from siteadmin.secrets import generate_secret, read_secret_file, write_secret_file
@@ -47,13 +47,13 @@ NETNS_PORTS = {"ldap": 389, "ldaps": 636, "tracker": 8088, "seeder": 8092, "seed
 class LabStatus:
     """Every check of a lab; healthy when all passed."""
 
-    checks: list[Check]
+    checks: list[HealthCheck]
 
     @property
     def healthy(self) -> bool:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
-    def failed(self) -> list[Check]:
+    def failed(self) -> list[HealthCheck]:
         return [c for c in self.checks if not c.ok]
 
     def as_dict(self) -> dict[str, Any]:
@@ -216,16 +216,12 @@ class Lab:
 
         Tracker, seeder, LDAP and HTTP become unreachable for them, except new connections to
         ``allow_tcp_ports`` on cern (e.g. the HTTP port). Replaces an earlier cut; the rules live
-        in their own table, so other rules in the router stay. Undo with :meth:`reconnect_cern`
-        (``flush_nft`` on the router removes it too). Netns mode only.
+        in their own table, so other rules in the router stay. Undo with ``flush_nft`` on the
+        router. Netns mode only.
         """
         router = self._router()
         sources = [self.wn(name).address for name in wns]
         netns.apply_nft(router, netns.cern_cut_ruleset(self.topology, sources, list(allow_tcp_ports)))
-
-    def reconnect_cern(self) -> None:
-        """Remove the cut of :meth:`cut_cern` (nothing happens when there is none)."""
-        netns.apply_nft(self._router(), netns.cern_reconnect_ruleset())
 
     def _router(self) -> str:
         router = self.router_ns
@@ -546,18 +542,18 @@ class Lab:
             secret = self.rpc_secret()
         except LabError as exc:
             secret = ""
-            checks.append(Check("rpc", "secret", False, exc.message))
+            checks.append(HealthCheck("rpc", "secret", False, exc.message))
         wn_list = self.wn_layouts
 
-        def guarded(component: str, target: str, check: Callable[..., Check], *args: Any) -> Check:
+        def guarded(component: str, target: str, check: Callable[..., HealthCheck], *args: Any) -> HealthCheck:
             # a namespace deleted by hand fails that one check, not the whole status
             try:
                 return check(*args)
             except SiteadminError as exc:
-                return Check(component, target, False, exc.one_line())
+                return HealthCheck(component, target, False, exc.one_line())
 
         with ThreadPoolExecutor(max_workers=min(32, 4 + 2 * len(wn_list))) as pool:
-            futures: list[Future[Check]] = []
+            futures: list[Future[HealthCheck]] = []
             futures += [pool.submit(guarded, "tracker", wn.name, health.check_announce, wn.name, wn.ns, c["host"], c["tracker_port"],
                                     pkg["infohash"], wn.bt_port, pkg["size"])
                         for wn in wn_list]
@@ -568,7 +564,7 @@ class Lab:
             try:
                 checks += health.check_wns_over_ssh(self.site, wn_list, secret)
             except SiteadminError as exc:
-                checks.append(Check("ssh", "site", False, exc.one_line()))
+                checks.append(HealthCheck("ssh", "site", False, exc.one_line()))
             checks += [f.result() for f in futures]
         return LabStatus(checks)
 

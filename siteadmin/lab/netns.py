@@ -392,7 +392,7 @@ def cern_cut_ruleset(topo: Topology, sources: Sequence[str] = (), allow_tcp_port
     ``allow_tcp_ports`` keeps new connections from the sources to those cern ports (and their
     replies) open, e.g. the HTTP fallback. VoBox <-> WN and VoBox <-> cern paths are untouched,
     and WN-to-WN traffic is bridged, never seen here. The text first replaces any earlier cut
-    (loading it twice is fine); :func:`cern_reconnect_ruleset` removes it.
+    (loading it twice is fine); flushing the router's rules removes it.
     """
     src = "{ " + ", ".join(sources or [topo.lan_net(k) for k in range(1, topo.lans + 1)]) + " }"
     lines = [*_delete_table_lines("inet", CERN_CUT_TABLE), f"table inet {CERN_CUT_TABLE} {{", "    chain forward {",
@@ -405,11 +405,6 @@ def cern_cut_ruleset(topo: Topology, sources: Sequence[str] = (), allow_tcp_port
               f"        ip saddr {topo.cern_net} ip daddr {src} counter drop",
               "    }", "}"]
     return "\n".join(lines) + "\n"
-
-
-def cern_reconnect_ruleset() -> str:
-    """``nft -f`` text removing the cern cut of :func:`cern_cut_ruleset` (a no-op when there is none)."""
-    return "\n".join(_delete_table_lines("inet", CERN_CUT_TABLE)) + "\n"
 
 
 def _delete_table_lines(family: str, table: str) -> list[str]:

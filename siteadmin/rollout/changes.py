@@ -53,7 +53,7 @@ class OptionChange:
     """The value in the WN's file; None when it did not set the option."""
     after: str | None
     """The value in the new file; None when the new file leaves it to aria2's default."""
-    change: str
+    applies: str
     """``live``, ``new-downloads`` or ``restart``: how the new value reaches a running aria2c."""
 
     @property
@@ -70,7 +70,7 @@ class OptionChange:
             "option": self.name,
             "before": None if self.before is None else mask_value(self.name, self.before, MASK),
             "after": None if self.after is None else mask_value(self.name, self.after, MASK),
-            "change": self.change,
+            "applies": self.applies,
         }
 
 
@@ -88,10 +88,10 @@ def read_options(data: bytes | None) -> dict[str, str]:
     return parse_conf(data.decode("utf-8", "replace"), strict=False)
 
 
-def change_class(name: str) -> str:
+def applies_for(name: str) -> str:
     """How a change of option ``name`` reaches a running aria2c; an option siteadmin does not know needs a restart."""
     spec = CATALOGUE.get(name)
-    return spec.change.value if spec is not None else RESTART
+    return spec.applies.value if spec is not None else RESTART
 
 
 def option_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[OptionChange]:
@@ -99,11 +99,11 @@ def option_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[
     changes: list[OptionChange] = []
     for name, value in after.items():
         if before.get(name) != value:
-            changes.append(OptionChange(name, before.get(name), value, change_class(name)))
+            changes.append(OptionChange(name, before.get(name), value, applies_for(name)))
     for name, value in before.items():
         if name not in after:
             # back to aria2's default: live only when the catalogue knows that default
-            kind = change_class(name)
+            kind = applies_for(name)
             if kind != RESTART and (CATALOGUE.get(name) is None or CATALOGUE[name].default is None):
                 kind = RESTART
             changes.append(OptionChange(name, value, None, kind))
@@ -115,7 +115,7 @@ def reload_kind(changes: Iterable[OptionChange]) -> str:
     changes = list(changes)
     if not changes:
         return RELOAD_NONE
-    if any(c.change == RESTART or c.rpc_value is None for c in changes):
+    if any(c.applies == RESTART or c.rpc_value is None for c in changes):
         return RELOAD_RESTART
     return RELOAD_RPC
 

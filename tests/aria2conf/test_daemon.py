@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from siteadmin.aria2conf import CATALOGUE, Change, Rendered, parse_conf, render
+from siteadmin.aria2conf import CATALOGUE, Applies, Rendered, parse_conf, render
 from siteadmin.aria2conf.catalogue import HIDDEN_OVER_RPC, Kind, aria2_form
 from siteadmin.aria2conf.validate import to_text
 from siteadmin.cli import main
@@ -162,8 +162,8 @@ def test_live_flags_match_what_changeGlobalOption_really_does(started: tuple[Dae
         after = daemon.call("aria2.getGlobalOption")["result"].get(name)
         changed = after == aria2_form(name, value)
         changed_to[name] = (before, aria2_form(name, value))
-        if changed != (spec.change is not Change.RESTART):
-            wrong.append(f"{name}: catalogue says {spec.change.value}, changeGlobalOption {'applied' if changed else 'ignored'} it")
+        if changed != (spec.applies is not Applies.RESTART):
+            wrong.append(f"{name}: catalogue says {spec.applies.value}, changeGlobalOption {'applied' if changed else 'ignored'} it")
     after_gid = daemon.call("aria2.addUri", ["http://127.0.0.1:9/after"], {"pause": "true"})["result"]
     old = daemon.call("aria2.getOption", before_gid)["result"]
     new = daemon.call("aria2.getOption", after_gid)["result"]
@@ -171,9 +171,9 @@ def test_live_flags_match_what_changeGlobalOption_really_does(started: tuple[Dae
         if name not in changed_to:
             continue
         was, now = changed_to[name]
-        if spec.change is Change.NEW_DOWNLOADS and (old.get(name) != was or new.get(name) != now):
+        if spec.applies is Applies.NEW_DOWNLOADS and (old.get(name) != was or new.get(name) != now):
             wrong.append(f"{name}: not a new-downloads option: old download has {old.get(name)!r}, new one {new.get(name)!r}")
-        if spec.change is Change.LIVE and (name in old or name in new):
+        if spec.applies is Applies.LIVE and (name in old or name in new):
             wrong.append(f"{name}: not daemon-wide: downloads carry it")
     assert wrong == []
     daemon.call("aria2.remove", before_gid)
@@ -181,7 +181,7 @@ def test_live_flags_match_what_changeGlobalOption_really_does(started: tuple[Dae
     # rpc-secret cannot be read back: prove it stays by using the old one after a change
     daemon.call("aria2.changeGlobalOption", {"rpc-secret": "another-secret-value-1234567890"})
     assert "result" in daemon.call("aria2.getVersion")
-    assert CATALOGUE["rpc-secret"].change is Change.RESTART
+    assert CATALOGUE["rpc-secret"].applies is Applies.RESTART
 
 
 def test_lenient_parser_reads_a_messy_file_as_aria2_does(aria2c_binary: str, tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def test_dry_run_then_apply_then_apply_again_plans_changes_then_nothing(lab: Lab
         assert row["ok"] and row["outcome"] == "changed", row
         report = row["report"]
         assert [c["option"] for c in report["changes"]] == ["max-overall-upload-limit"]
-        assert report["changes"][0]["change"] == "live"
+        assert report["changes"][0]["applies"] == "live"
         assert report["reload"] == "rpc"
         assert "+max-overall-upload-limit=3M" in report["diff"]
         assert lab.rpc_secret() not in report["diff"]
@@ -173,7 +173,7 @@ def test_restart_class_change_restarts_that_wn_and_rollback_restores_it_byte_for
     row = by_host(data)[host]
     assert row["report"]["reload"] == "restart"
     assert row["report"]["reloaded"] == "restarted"
-    assert [c["change"] for c in row["report"]["changes"]] == ["restart"]
+    assert [c["applies"] for c in row["report"]["changes"]] == ["restart"]
     assert session_id(lab, host) != ids[host], "aria2c was not restarted"
     assert global_option(lab, host, "disk-cache") == str(4 * 1024 * 1024)
     for other in others:

@@ -535,7 +535,7 @@ def test_a_restart_class_option_next_to_a_live_one_restarts_and_reads_both_back(
     code, data, err = run_cli("--site", str(path), "apply", host)
     assert code == 0, err
     report = by_host(data)[host]["report"]
-    assert {c["option"]: c["change"] for c in report["changes"]} == {"max-overall-upload-limit": "live", "disk-cache": "restart"}
+    assert {c["option"]: c["applies"] for c in report["changes"]} == {"max-overall-upload-limit": "live", "disk-cache": "restart"}
     assert (report["reload"], report["reloaded"]) == ("restart", "restarted")
     assert session_id(lab, host) != ids[host], "the restart path was not taken"
     assert option(lab, host, "disk-cache") == str(8 * 1024 * 1024)

@@ -41,7 +41,7 @@ def test_classify_new_unchanged_changed() -> None:
 def test_each_changed_option_is_marked_by_the_catalogue() -> None:
     before = p.read_options(conf(max_overall_upload_limit="1M", disk_cache="16M", seed_ratio="1.0", log_level="notice"))
     after = p.read_options(conf(max_overall_upload_limit="2M", disk_cache="32M", seed_ratio="0.0", log_level="notice"))
-    changes = {c.name: c.change for c in p.option_changes(before, after)}
+    changes = {c.name: c.applies for c in p.option_changes(before, after)}
     assert changes == {"max-overall-upload-limit": p.LIVE, "disk-cache": p.RESTART, "seed-ratio": p.NEW_DOWNLOADS}
 
 
@@ -56,11 +56,11 @@ def test_reload_kind_is_rpc_only_when_every_change_can_go_over_rpc() -> None:
 
 def test_a_removed_option_goes_back_to_aria2s_default_or_needs_a_restart() -> None:
     (limit,) = p.option_changes({"max-overall-upload-limit": "1M"}, {})
-    assert (limit.after, limit.rpc_value, limit.change) == (None, "0", p.LIVE)
+    assert (limit.after, limit.rpc_value, limit.applies) == (None, "0", p.LIVE)
     (log,) = p.option_changes({"log": "/var/log/aria2/aria2c.log"}, {})  # no default: only a restart unsets it
-    assert log.change == p.RESTART
+    assert log.applies == p.RESTART
     (unknown,) = p.option_changes({"no-such-option": "1"}, {})
-    assert unknown.change == p.RESTART
+    assert unknown.applies == p.RESTART
     assert p.reload_kind([limit]) == p.RELOAD_RPC
 
 
@@ -85,7 +85,7 @@ def test_diff_masks_secret_options_and_known_secret_values_on_both_sides() -> No
 
 def test_option_changes_shown_with_secrets_masked() -> None:
     (change,) = p.option_changes({"rpc-secret": "a" + SECRET}, {"rpc-secret": SECRET})
-    assert change.masked() == {"option": "rpc-secret", "before": "********", "after": "********", "change": p.RESTART}
+    assert change.masked() == {"option": "rpc-secret", "before": "********", "after": "********", "applies": p.RESTART}
 
 
 def test_read_back_compares_in_the_form_aria2_reports() -> None:

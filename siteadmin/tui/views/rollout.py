@@ -39,7 +39,7 @@ def option_lines(report: HostReport) -> list[str]:
     lines = []
     for change in report.changes:
         shown = change.masked()
-        lines.append(f"{shown.get('option')}: {shown.get('before') or '(unset)'} -> {shown.get('after') or '(removed)'}  [{shown.get('change', '')}]")
+        lines.append(f"{shown.get('option')}: {shown.get('before') or '(unset)'} -> {shown.get('after') or '(removed)'}  [{shown.get('applies', '')}]")
     return lines
 
 
