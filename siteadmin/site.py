@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from siteadmin import trust
-from siteadmin.errors import ConfigError
+from siteadmin.errors import ConfigError, printable
 from siteadmin.hostlist import DEFAULT_MAX_HOSTS, count_hosts, parse_hostlist
 from siteadmin.lint_rules import RULES
 from siteadmin.secrets import MASK, mask_userinfo
@@ -291,13 +291,6 @@ def check_max_hosts(value: int) -> str | None:
 def has_control(text: str) -> bool:
     """Whether text holds a control, format or line-separator character (newline, NUL, ESC, U+202E...)."""
     return any(unicodedata.category(c)[0] in "CZ" and c != " " for c in text)
-
-
-def one_line(text: str) -> str:
-    """Text with control and bidi characters escaped, so an error naming a hostile value stays one line."""
-    if not has_control(text):
-        return text
-    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 # ---------------------------------------------------------------- sections
@@ -755,7 +748,7 @@ def site_from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Si
         _check_across(site)
     except ConfigError as exc:
         # keys and values come from the file: a newline or escape in them must not break the one line
-        raise ConfigError(one_line(exc.message), one_line(exc.hint) if exc.hint else None) from None
+        raise ConfigError(printable(exc.message), printable(exc.hint) if exc.hint else None) from None
     return dataclasses.replace(site, source=source)
 
 
@@ -816,9 +809,9 @@ def find_site_file(explicit: str | os.PathLike[str] | None = None) -> Path | Non
         try:
             path = Path(named).expanduser()
         except RuntimeError:  # ~user of a user that does not exist
-            raise ConfigError(f"{origin}: {one_line(os.fspath(named))}: no such user's home directory", "name the file by its path") from None
+            raise ConfigError(f"{origin}: {printable(os.fspath(named))}: no such user's home directory", "name the file by its path") from None
         if not path.is_file():
-            raise ConfigError(f"{origin}: no such file {one_line(str(path))}", "run `siteadmin config init` to write an example")
+            raise ConfigError(f"{origin}: no such file {printable(str(path))}", "run `siteadmin config init` to write an example")
         return path
     for candidate in (Path("site.toml"), Path("~/.config/siteadmin/site.toml").expanduser(), Path("/etc/siteadmin/site.toml")):
         if candidate.is_file():
@@ -839,15 +832,15 @@ def load_site(explicit: str | os.PathLike[str] | None = None) -> Site:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{one_line(str(path))}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+        raise ConfigError(f"{printable(str(path))}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{one_line(str(path))}: not valid TOML: {one_line(str(exc))}") from None
+        raise ConfigError(f"{printable(str(path))}: not valid TOML: {printable(str(exc))}") from None
     try:
         site = site_from_mapping(data, source=path.resolve())
     except ConfigError as exc:
-        raise ConfigError(f"{one_line(path.name)}: {exc.message}", exc.hint) from None
+        raise ConfigError(f"{printable(path.name)}: {exc.message}", exc.hint) from None
     _refuse_open_secrets(path, site)
     return site
 
@@ -863,8 +856,8 @@ def _refuse_open_secrets(path: Path, site: Site) -> None:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if mode & 0o077:
         raise ConfigError(
-            f"{one_line(str(path))}: holds a secret ({held[0]}) but is open to group or others (mode {mode:04o})",
-            f"chmod 600 {one_line(str(path))}, or move the secret to a 0600 file",
+            f"{printable(str(path))}: holds a secret ({held[0]}) but is open to group or others (mode {mode:04o})",
+            f"chmod 600 {printable(str(path))}, or move the secret to a 0600 file",
         )
 
 

@@ -28,9 +28,9 @@ from tomlkit.items import InlineTable, Table
 
 from siteadmin.aria2conf.catalogue import CATALOGUE, mask_value
 from siteadmin.aria2conf.validate import check_option
-from siteadmin.errors import ConfigError, ConflictError
+from siteadmin.errors import ConfigError, ConflictError, printable
 from siteadmin.secrets import MASK
-from siteadmin.site import Site, one_line, secrets_held, site_from_mapping
+from siteadmin.site import Site, secrets_held, site_from_mapping
 
 OPTIONS_KEY = "aria2c.options"
 """Where the site-wide profile lives in site.toml (``[aria2c] options = {...}`` or ``[aria2c.options]``)."""
@@ -66,7 +66,7 @@ def read_options(text: str) -> dict[str, str]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"site.toml: not valid TOML: {one_line(str(exc))}") from None
+        raise ConfigError(f"site.toml: not valid TOML: {printable(str(exc))}") from None
     table = data.get("aria2c", {}).get("options", {})
     if not isinstance(table, dict):
         return {}
@@ -127,7 +127,7 @@ def edited_text(text: str, changes: Mapping[str, str | None]) -> str:
     try:
         doc = tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
-        raise ConfigError(f"site.toml: not valid TOML: {one_line(str(exc))}") from None
+        raise ConfigError(f"site.toml: not valid TOML: {printable(str(exc))}") from None
     options = _options_table(doc)
     for name, value in changes.items():
         if value is None:
@@ -198,7 +198,7 @@ def plan_profile_edit(path: Path, changes: Mapping[str, str | None]) -> ProfileE
     try:
         before = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{one_line(str(path))}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfigError(f"{printable(str(path))}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     after = edited_text(before, changes)
     try:
         site = site_from_mapping(tomllib.loads(after), source=path.resolve())
@@ -232,9 +232,9 @@ def write_site_text(edit: ProfileEdit) -> Path:
             now = path.read_text(encoding="utf-8")
             info = path.stat()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{one_line(str(path))}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(f"{printable(str(path))}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
         if now != edit.before:
-            raise ConflictError(f"{one_line(str(path))}: changed since the edit was planned; nothing written", "reload and edit again")
+            raise ConflictError(f"{printable(str(path))}: changed since the edit was planned; nothing written", "reload and edit again")
         mode = stat.S_IMODE(info.st_mode)
         if secrets_held(edit.site) and mode & 0o077:
             mode = 0o600
@@ -253,5 +253,5 @@ def write_site_text(edit: ProfileEdit) -> Path:
             finally:
                 tmp.unlink(missing_ok=True)
         except OSError as exc:
-            raise ConfigError(f"{one_line(str(path))}: cannot write: {exc.strerror}") from None
+            raise ConfigError(f"{printable(str(path))}: cannot write: {exc.strerror}") from None
     return path

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from siteadmin.aria2conf import CATALOGUE
-from siteadmin.errors import ConfigError, ExitCode
+from siteadmin.errors import ConfigError, ExitCode, printable
 from siteadmin.secrets import write_private_file
-from siteadmin.site import example_site_toml, one_line, reference_markdown, site_as_dict
+from siteadmin.site import example_site_toml, reference_markdown, site_as_dict
 
 if TYPE_CHECKING:
     from siteadmin.cli import Context
@@ -55,7 +55,7 @@ def init_config(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.write(text)
         return ExitCode.OK
     path = Path(args.path)
-    shown = one_line(str(path))
+    shown = printable(str(path))
     if path.is_symlink():
         # writing through it would change whatever file the link points at (or create it)
         raise ConfigError(f"{shown}: is a symlink; siteadmin does not write through one", "pass the path of the real file")
