@@ -45,14 +45,14 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     )
     apply.add_argument("--dry-run", action="store_true", help="print the plan; write nothing anywhere (no lock, no backup)")
     apply.add_argument("--diff", action="store_true", help="print each changed WN's diff (secrets masked)")
-    apply.set_defaults(handler=apply_profiles)
+    apply.set_defaults(handler=cmd_apply)
 
     back = sub.add_parser("rollback", help="put a backup generation of each WN's aria2c config back and reload it", parents=[parent, common, changing])
     back.add_argument("--list", action="store_true", help="list each WN's backup generations; change nothing")
     back.add_argument("--to", metavar="ID", help="the generation to restore, as --list shows it (default: the newest)")
     back.add_argument("--dry-run", action="store_true", help="say what would be restored; write nothing")
     back.add_argument("--diff", action="store_true", help="print each WN's diff (secrets masked)")
-    back.set_defaults(handler=rollback_profiles)
+    back.set_defaults(handler=cmd_rollback)
 
 
 # ---------------------------------------------------------------- options
@@ -212,7 +212,7 @@ def _finish(ctx: Context, run: RolloutRun, progress: ProgressLine, diff: bool) -
 
 
 @changing(lambda args: not args.dry_run)
-def apply_profiles(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_apply(ctx: Context, args: argparse.Namespace) -> int:
     inventory, hosts, parallel = _hosts(ctx, args)
     batches = _batches(ctx, args)
     if not hosts:
@@ -247,7 +247,7 @@ def _generations_text(run: RolloutRun) -> str:
 
 
 @changing(lambda args: not (args.list or args.dry_run))
-def rollback_profiles(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_rollback(ctx: Context, args: argparse.Namespace) -> int:
     inventory, hosts, parallel = _hosts(ctx, args)
     if args.list and (args.to or args.dry_run):
         raise UsageError("--list changes nothing: it does not go with --to or --dry-run")

@@ -23,7 +23,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     cmd = sub.add_parser("audit", help="show the audit log of changes (who, when, what, before, after, outcome)", parents=[parent])
     cmd.add_argument("--ce", metavar="CE", help="only changes of this CE (case-insensitive); unreadable lines are always shown")
     cmd.add_argument("--last", metavar="N", type=int, help="only the last N lines")
-    cmd.set_defaults(handler=show_audit)
+    cmd.set_defaults(handler=cmd_audit)
 
 
 def _value(value: Any) -> str:
@@ -65,7 +65,7 @@ def _selected(records: Iterable[audit.AuditRecord], ce: str | None, last: int | 
     return list(records)
 
 
-def show_audit(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
     if args.last is not None and args.last < 1:
         raise UsageError(f"--last {args.last}: must be 1 or more")
     path = ctx.site.audit.path

@@ -27,11 +27,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     actions = ce.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(ce))
 
     lst = actions.add_parser("list", help="the site's CEs with installMethod and host", parents=[parent])
-    lst.set_defaults(handler=list_ces)
+    lst.set_defaults(handler=cmd_ce_list)
 
     show = actions.add_parser("show", help="every attribute of one CE", parents=[parent])
     show.add_argument("ce", metavar="CE", help="CE name as in LDAP")
-    show.set_defaults(handler=show_ce)
+    show.set_defaults(handler=cmd_ce_show)
 
     change_opts = argparse.ArgumentParser(add_help=False)
     change_opts.add_argument("--dry-run", action="store_true", help="print the LDIF that would be sent; change nothing")
@@ -41,16 +41,16 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
 
     enable = actions.add_parser("enable", help="switch CEs to torrent installs (installMethod Torrent)", parents=[parent, change_opts])
     enable.add_argument("ces", metavar="CE", nargs="+", help="CE names")
-    enable.set_defaults(handler=enable_ces)
+    enable.set_defaults(handler=cmd_ce_enable)
 
     disable = actions.add_parser("disable", help="switch CEs back to the method they had before torrent", parents=[parent, change_opts])
     disable.add_argument("ces", metavar="CE", nargs="+", help="CE names")
-    disable.set_defaults(handler=disable_ces)
+    disable.set_defaults(handler=cmd_ce_disable)
 
     set_ = actions.add_parser("set", help="set a CE's installMethod (exact spelling, see ldap.install_methods)", parents=[parent, change_opts])
     set_.add_argument("ce", metavar="CE", help="CE name")
     set_.add_argument("method", metavar="METHOD", help="installMethod value, e.g. Torrent or CVMFS")
-    set_.set_defaults(handler=set_ce)
+    set_.set_defaults(handler=cmd_ce_set)
 
 
 def _ce_table(ces: list[dict[str, Any]]) -> str:
@@ -64,7 +64,7 @@ def _ce_table(ces: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def list_ces(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_ce_list(ctx: Context, args: argparse.Namespace) -> int:
     with Directory(ctx.site) as directory:
         ces = directory.list_ces()
     data = [_ce_brief(c) for c in ces]
@@ -78,7 +78,7 @@ def _ce_brief(ce: CE) -> dict[str, Any]:
     return full
 
 
-def show_ce(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_ce_show(ctx: Context, args: argparse.Namespace) -> int:
     check_ce_name(args.ce)
     with Directory(ctx.site) as directory:
         ce = directory.show(args.ce)
@@ -169,18 +169,18 @@ def _changes_ldap(args: argparse.Namespace) -> bool:
 
 
 @changing(_changes_ldap)
-def enable_ces(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_ce_enable(ctx: Context, args: argparse.Namespace) -> int:
     return _run_changes(ctx, args, args.ces, lambda d, n, preview: d.enable(
         n, dry_run=args.dry_run or preview, request_file=None if preview else args.ldif_request))
 
 
 @changing(_changes_ldap)
-def disable_ces(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_ce_disable(ctx: Context, args: argparse.Namespace) -> int:
     return _run_changes(ctx, args, args.ces, lambda d, n, preview: d.disable(
         n, dry_run=args.dry_run or preview, request_file=None if preview else args.ldif_request))
 
 
 @changing(_changes_ldap)
-def set_ce(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_ce_set(ctx: Context, args: argparse.Namespace) -> int:
     return _run_changes(ctx, args, [args.ce], lambda d, n, preview: d.set_method(
         n, args.method, dry_run=args.dry_run or preview, request_file=None if preview else args.ldif_request))

@@ -36,10 +36,10 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     check.add_argument("--nagios", action="store_true", help="print one Nagios/Icinga status line and use Nagios exit codes")
     check.add_argument("--rules", action="store_true", help="print the firewall rules the site needs instead of checking")
     check.add_argument("--format", choices=FORMATS, default="nftables", help="rules format for --rules (default: nftables)")
-    check.set_defaults(handler=check_site)
+    check.set_defaults(handler=cmd_check)
 
 
-def check_site(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_check(ctx: Context, args: argparse.Namespace) -> int:
     if args.rules:
         if args.pattern or args.only or args.outside or args.nagios:
             raise UsageError("--rules takes only --format (the rules come from the site config, no WN is contacted)")

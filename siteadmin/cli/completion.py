@@ -82,7 +82,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     )
     completion.add_argument("shell", nargs="?", choices=SHELLS, help="the shell to complete in")
     completion.add_argument("--groups", action="store_true", help="print the site's @group names, one a line (what the scripts call)")
-    completion.set_defaults(handler=print_completion)
+    completion.set_defaults(handler=cmd_completion)
 
 
 def _annotate(parser: argparse.ArgumentParser, seen: set[int]) -> None:
@@ -150,7 +150,7 @@ def print_groups_fast(head: list[str], out: TextIO) -> int | None:
     return int(ExitCode.OK)
 
 
-def print_completion(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_completion(ctx: Context, args: argparse.Namespace) -> int:
     if args.groups:
         if args.shell:
             raise UsageError("--groups prints the site's @group names: it takes no shell")

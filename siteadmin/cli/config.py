@@ -20,13 +20,13 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     config = sub.add_parser("config", help="show or create the site config", parents=[parent])
     actions = config.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(config))
     show = actions.add_parser("show", help="print the effective config, secrets masked", parents=[parent])
-    show.set_defaults(handler=show_config)
+    show.set_defaults(handler=cmd_config_show)
     init = actions.add_parser("init", help="write a commented example site.toml", parents=[parent])
     init.add_argument("path", nargs="?", default="site.toml", help="where to write it (default ./site.toml; - for stdout)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    init.set_defaults(handler=init_config)
+    init.set_defaults(handler=cmd_config_init)
     reference = actions.add_parser("reference", help="print the site.toml reference (Markdown)", parents=[parent])
-    reference.set_defaults(handler=config_reference)
+    reference.set_defaults(handler=cmd_config_reference)
 
 
 def _as_text(data: dict[str, Any], prefix: str = "") -> str:
@@ -39,7 +39,7 @@ def _as_text(data: dict[str, Any], prefix: str = "") -> str:
     return "\n".join(line for line in lines if line)
 
 
-def show_config(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_config_show(ctx: Context, args: argparse.Namespace) -> int:
     site = ctx.site
     data = site_as_dict(site, known_options=CATALOGUE)  # a misspelt option may be a misspelt secret
     source = str(site.source) if site.source else "built-in defaults"
@@ -49,7 +49,7 @@ def show_config(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def init_config(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_config_init(ctx: Context, args: argparse.Namespace) -> int:
     text = example_site_toml()
     if args.path == "-":
         ctx.out.write(text)
@@ -72,6 +72,6 @@ def init_config(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def config_reference(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_config_reference(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out.write(reference_markdown())
     return ExitCode.OK

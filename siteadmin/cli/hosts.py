@@ -16,10 +16,10 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     hosts = sub.add_parser("hosts", help="list the WNs a hostlist pattern selects", parents=[parent])
     hosts.add_argument("pattern", nargs="?", help="hostlist like wn[001-010].example.org, @group, a!b (default: all WNs)")
     hosts.add_argument("--list", action="store_true", help="one host per line instead of folded")
-    hosts.set_defaults(handler=list_hosts)
+    hosts.set_defaults(handler=cmd_hosts)
 
 
-def list_hosts(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_hosts(ctx: Context, args: argparse.Namespace) -> int:
     inventory = Inventory(ctx.site)
     selected = inventory.select(args.pattern)
     data = {

@@ -52,17 +52,17 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     up.add_argument("--dir", type=Path, default=None, help=dir_help)
     up.add_argument("--package-mb", type=_package_mb, default=32, help="size of the generated package in MB (default 32, cached)")
     up.add_argument("--mode", choices=["netns", "loopback"], default=None, help="network namespaces (root) or loopback addresses (default: netns as root)")
-    up.set_defaults(handler=lab_up)
+    up.set_defaults(handler=cmd_lab_up)
 
     status = lab_sub.add_parser("status", help="check every lab component for real; exit 0 when all are healthy", parents=[parent])
     status.add_argument("--dir", type=Path, default=None, help=dir_help)
-    status.set_defaults(handler=lab_status)
+    status.set_defaults(handler=cmd_lab_status)
 
     console = lab_sub.add_parser("console", help="open the console on the lab site, bringing the lab up first when it is not healthy",
                                  parents=[parent])
     console.add_argument("--wns", type=_wn_count, default=4, help=f"WNs when the lab has to be started, 1-{MAX_WNS} (default 4)")
     console.add_argument("--dir", type=Path, default=None, help=dir_help)
-    console.set_defaults(handler=lab_console)
+    console.set_defaults(handler=cmd_lab_console)
 
     firewall = lab_sub.add_parser("firewall", help="rehearse firewall changes: nftables rules in the lab's router between the site and CERN",
                                   parents=[parent])
@@ -70,21 +70,21 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     fw_sub.required = True
     fw_show = fw_sub.add_parser("show", help="print the router's nftables ruleset", parents=[parent])
     fw_show.add_argument("--dir", type=Path, default=None, help=dir_help)
-    fw_show.set_defaults(handler=firewall_show)
+    fw_show.set_defaults(handler=cmd_lab_firewall_show)
     fw_apply = fw_sub.add_parser("apply", help="load a ruleset file (nft -f syntax) into the router, all or nothing", parents=[parent])
     fw_apply.add_argument("file", type=Path, help="nftables ruleset, e.g. a table inet site { chain forward { ... } }")
     fw_apply.add_argument("--dir", type=Path, default=None, help=dir_help)
-    fw_apply.set_defaults(handler=firewall_apply)
+    fw_apply.set_defaults(handler=cmd_lab_firewall_apply)
     fw_flush = fw_sub.add_parser("flush", help="remove every rule from the router", parents=[parent])
     fw_flush.add_argument("--dir", type=Path, default=None, help=dir_help)
-    fw_flush.set_defaults(handler=firewall_flush)
+    fw_flush.set_defaults(handler=cmd_lab_firewall_flush)
 
     down = lab_sub.add_parser("down", help="stop the lab and remove its namespaces, links, routes and files (keeps the package cache)", parents=[parent])
     down.add_argument("--dir", type=Path, default=None, help=dir_help)
-    down.set_defaults(handler=lab_down)
+    down.set_defaults(handler=cmd_lab_down)
 
 
-def lab_up(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lab_up(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.lab import Lab
 
     lab = Lab(args.dir or default_dir(), mode=args.mode)
@@ -109,7 +109,7 @@ def lab_up(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def lab_status(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lab_status(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.lab import Lab
 
     status = Lab(args.dir or default_dir()).status()
@@ -117,7 +117,7 @@ def lab_status(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.OK if status.healthy else ExitCode.FAILED
 
 
-def lab_down(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lab_down(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.lab import Lab
 
     lab = Lab(args.dir or default_dir())
@@ -126,7 +126,7 @@ def lab_down(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def lab_console(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lab_console(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.errors import LabError, UsageError
     from siteadmin.lab import Lab
 
@@ -160,7 +160,7 @@ def _router(args: argparse.Namespace) -> tuple[Any, str]:
     return lab, router
 
 
-def firewall_show(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lab_firewall_show(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.errors import LabError
     from siteadmin.lab.netns import nft_error
 
@@ -172,7 +172,7 @@ def firewall_show(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def firewall_apply(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lab_firewall_apply(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.errors import ConfigError
     from siteadmin.lab.netns import nft_error
 
@@ -190,7 +190,7 @@ def firewall_apply(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def firewall_flush(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lab_firewall_flush(ctx: Context, args: argparse.Namespace) -> int:
     from siteadmin.errors import LabError
     from siteadmin.lab.netns import nft_error
 

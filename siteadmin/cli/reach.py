@@ -27,10 +27,10 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     reach.add_argument("pattern", nargs="?", help="hostlist like wn[001-010].example.org, @group, a!b (default: all WNs)")
     reach.add_argument("--parallel", type=int, metavar="N", help="WNs contacted at once (default: ssh.parallelism)")
     reach.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds the remote command may take (default: ssh.command_timeout)")
-    reach.set_defaults(handler=reach_hosts)
+    reach.set_defaults(handler=cmd_reach)
 
 
-def reach_hosts(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_reach(ctx: Context, args: argparse.Namespace) -> int:
     site = ctx.site
     inventory = Inventory(site)
     hosts = inventory.select(args.pattern)

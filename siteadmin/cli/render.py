@@ -33,14 +33,14 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     common.add_argument("--no-aria2c-check", action="store_true", help="skip letting the installed aria2c read each profile")
     r = sub.add_parser("render", help="render each WN's aria2c profile (secrets masked; --out writes real files)", parents=[parent, common])
     r.add_argument("--out", metavar="DIR", help="write <DIR>/<host>.conf, mode 0600, real secrets, instead of printing")
-    r.set_defaults(handler=render_command)
+    r.set_defaults(handler=cmd_render)
     lt = sub.add_parser("lint", help="security lint of each WN's aria2c profile (exit 1 on errors)", parents=[parent, common])
     lt.add_argument(
         "--probe",
         action="store_true",
         help="log in to each WN over SSH to learn its IPv4 interfaces for the LPD rule (without it the rule looks at this machine's)",
     )
-    lt.set_defaults(handler=lint_command)
+    lt.set_defaults(handler=cmd_lint)
 
 
 def _check_all(ctx: Context, args: argparse.Namespace) -> tuple[ProfileCheck, list[Rendered], dict[str, list[Finding]]]:
@@ -100,7 +100,7 @@ def _findings_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(f"{r['hosts']}: {r['level']}: {r['option']}: {r['message']} [{r['rule']}]" for r in rows)
 
 
-def lint_command(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_lint(ctx: Context, args: argparse.Namespace) -> int:
     checked, _, findings = _check_all(ctx, args)
     rows = _folded(findings)
     errors = sum(1 for r in rows if r["level"] == ERROR)
@@ -111,7 +111,7 @@ def lint_command(ctx: Context, args: argparse.Namespace) -> int:
     return ExitCode.FAILED if errors else ExitCode.OK
 
 
-def render_command(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_render(ctx: Context, args: argparse.Namespace) -> int:
     _, rendered, findings = _check_all(ctx, args)
     rows = _folded(findings)
     errors = [r for r in rows if r["level"] == ERROR]

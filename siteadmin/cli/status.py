@@ -52,7 +52,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     status.add_argument("--accounting", choices=("on", "off"), help="install or remove the per-source byte counters on the WNs (a change: asks first)")
     status.add_argument("--yes", action="store_true", help="with --accounting: do it without asking")
     status.add_argument("--wait-lock", type=float, metavar="SECONDS", default=0.0, help="with --accounting: wait this long for a locked WN")
-    status.set_defaults(handler=show_status)
+    status.set_defaults(handler=cmd_status)
 
 
 # ---------------------------------------------------------------- text
@@ -135,7 +135,7 @@ def report_json(report: SwarmReport, package: str | None = None) -> dict[str, An
 # ---------------------------------------------------------------- handler
 
 
-def show_status(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if not args.nagios:
         return _status(ctx, args)
     if args.accounting is not None or args.watch is not None or ctx.json:

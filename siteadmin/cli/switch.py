@@ -48,7 +48,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                      help="going back: also put back the profile the WNs had before the last switch to torrent")
     cmd.add_argument("--timeout", metavar="SECONDS", type=float, default=switch.DEFAULT_TIMEOUT,
                      help=f"seconds to wait for the WNs' aria2c after the switch (default {switch.DEFAULT_TIMEOUT:g})")
-    cmd.set_defaults(handler=run_switch)
+    cmd.set_defaults(handler=cmd_switch)
 
 
 # ---------------------------------------------------------------- text
@@ -137,7 +137,7 @@ def _terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def run_switch(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_switch(ctx: Context, args: argparse.Namespace) -> int:
     for name in args.ces:
         check_ce_name(name)
     if not 0 < args.timeout <= 86400:
