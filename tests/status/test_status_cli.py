@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,33 @@ def test_no_wns_selected(site: Path) -> None:
     assert run("--site", str(site), "status") == (0, "", "siteadmin: no WNs selected\n")
     code, out, _ = run("--site", str(site), "status", "--nagios")
     assert (code, out) == (3, "SWARM UNKNOWN - no WNs selected\n")
+
+
+def test_accounting_asks_on_a_terminal_and_no_changes_nothing(tmp_path: Path) -> None:
+    """The question comes after what it will do; 'n' ends the run before any WN is contacted (none exists here)."""
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[site]\nname = "TEST"\n\n[central]\nseeder_host = "192.0.2.10"\nhttp_fallback = "http://192.0.2.10:8080/"\n\n'
+        '[wns]\nhosts = ["wn[001-002].example.org"]\n\n'
+        '[wns.nodes."wn001.example.org"]\naddress = "192.0.2.1"\n\n[wns.nodes."wn002.example.org"]\naddress = "192.0.2.2"\n\n'
+        f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+    )
+    primary, secondary = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "siteadmin", "--site", str(path), "status", "--accounting", "on"],
+            stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "SITEADMIN_STATE_DIR": str(tmp_path / "state")},
+        )
+        os.write(primary, b"n\n")
+        out, err = child.communicate(timeout=60)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert child.returncode == 1, err
+    assert out == ""
+    lines = err.splitlines()
+    assert "wn[001-002].example.org: on 2 WN(s): load nft table inet siteadmin_accounting" in lines[0]
+    assert "2 site WN address(es), 1 central address(es) (192.0.2.10)" in lines[0]
+    assert lines[1].startswith("siteadmin: turn accounting on on 2 WN(s)? [y/N] ") and lines[1].endswith("siteadmin: nothing changed")
+    assert not (tmp_path / "audit.jsonl").exists(), "nothing was done, so nothing was audited"

@@ -348,6 +348,31 @@ def test_status_reads_the_swarm_and_flags_each_broken_wn(swarm_lab: Lab, tmp_pat
             back = monitor.poll([STOPPED]).wns[0]
             assert back.reachable, back
 
+        # ---- the other reasons a WN is unreadable: an aria2c that does not answer (timeout), a WN sshd refuses (ssh failure)
+        hung = site_copy(lab, "hung", tmp_path / "memory-hung.json")
+        hung.write_text(hung.read_text().replace("[status]\n", "[status]\nrpc_timeout = 1.0\n"))
+        on_wn(lab, LAST[0], "kill -STOP $(cat /var/lib/aria2/aria2c.pid)")
+        try:
+            code, data = status_json(hung, LAST[0])
+        finally:
+            on_wn(lab, LAST[0], "kill -CONT $(cat /var/lib/aria2/aria2c.pid)")
+            hung.unlink()
+        (w,) = data["wns"]
+        assert (code, w["reachable"], w["reason"]) == (1, False, "timeout"), w
+        assert "within 1 s" in w["detail"]
+        no_ssh = site_copy(lab, "no-ssh", tmp_path / "memory-no-ssh.json")
+        text = no_ssh.read_text()
+        node = f'[wns.nodes."{STOPPED}"]\naddress = "{lab.wn(STOPPED).address}"\nport = 22\n'
+        assert node in text
+        no_ssh.write_text(text.replace(node, node.replace("port = 22", "port = 2")))
+        try:
+            code, data = status_json(no_ssh, STOPPED)
+        finally:
+            no_ssh.unlink()
+        (w,) = data["wns"]
+        assert (code, w["reachable"], w["reason"]) == (1, False, "ssh failure"), w
+        assert problems_of(data) == {(STOPPED, "rpc-unreachable")}
+
         # ---- --watch polls again in place until Ctrl-C (exit 130)
         watch = subprocess.Popen(
             [sys.executable, "-m", "siteadmin", "--site", str(site), "status", "--watch", "0.5", "wn[001-004].lab"],
