@@ -33,6 +33,7 @@ import http.client
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -399,7 +400,8 @@ def _say(line: str) -> bool:
         return False
 
 
-def _raise_fd_limit(wanted: int) -> None:
+def _raise_fd_limit(wanted: int) -> int:
+    """Raise the soft limit of open files towards ``wanted`` (within the hard one); the limit now."""
     try:
         import resource
 
@@ -407,8 +409,10 @@ def _raise_fd_limit(wanted: int) -> None:
         if soft != resource.RLIM_INFINITY and soft < wanted:
             target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        return wanted if soft == resource.RLIM_INFINITY else int(soft)
     except (ImportError, ValueError, OSError):
-        pass
+        return 256
 
 
 def respond(plan: Dict[str, Any]) -> int:
@@ -421,7 +425,11 @@ def respond(plan: Dict[str, Any]) -> int:
     held_udp = []  # type: List[int]
     errors = []  # type: List[str]
     for port in tcp_ports:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:
+            errors.append("tcp %d: %s" % (port, exc.strerror or exc))
+            continue
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("", port))
@@ -436,7 +444,11 @@ def respond(plan: Dict[str, Any]) -> int:
                 errors.append("tcp %d: %s" % (port, exc.strerror or exc))
     for port in udp_ports:
         # no SO_REUSEADDR: a port aria2c's DHT holds must fail here, never be shared
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as exc:
+            errors.append("udp %d: %s" % (port, exc.strerror or exc))
+            continue
         try:
             sock.bind(("", port))
             sock.setblocking(False)
@@ -451,8 +463,8 @@ def respond(plan: Dict[str, Any]) -> int:
     lpd_state = "off"
     token = str(plan.get("token", ""))
     if plan.get("lpd"):
-        lpd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            lpd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             lpd.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             lpd.bind(("", LPD_PORT))
             local = plan.get("lpd_addr") or "0.0.0.0"  # noqa: S104 - INADDR_ANY: the kernel picks the interface, as aria2 does
@@ -460,7 +472,8 @@ def respond(plan: Dict[str, Any]) -> int:
             lpd.setblocking(False)
             lpd_state = "listening"
         except OSError as exc:
-            lpd.close()
+            if lpd is not None:
+                lpd.close()
             lpd = None
             lpd_state = "cannot listen: %s" % (exc.strerror or exc)
     ready = {"held_tcp": held_tcp, "held_udp": held_udp, "errors": errors, "lpd": lpd_state, "pid": os.getpid()}
@@ -469,34 +482,58 @@ def respond(plan: Dict[str, Any]) -> int:
     deadline = _now() + float(plan.get("lifetime", 120.0))
     beat = _now() + HEARTBEAT
     readable = list(listeners.values()) + list(echoes.values()) + ([lpd] if lpd is not None else [])
-    while _now() < deadline:
+    stopping = []  # type: List[int]
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.append(signum)
+
+    # SIGTERM from the VoBox: answer what already arrived (late LPD announces included), then end
+    signal.signal(signal.SIGTERM, stop)
+
+    def serve(sock: socket.socket) -> bool:
+        fileno = sock.fileno()
+        try:
+            if fileno in listeners:
+                conn, _ = sock.accept()
+                conn.close()
+            elif fileno in echoes:
+                data, source = sock.recvfrom(2048)
+                if data.startswith(MAGIC):
+                    sock.sendto(data, source)
+            else:
+                data, source = sock.recvfrom(2048)
+                parsed = parse_lpd(data)
+                if parsed is not None:
+                    for infohash in parsed[1]:
+                        if token and infohash.startswith(token) and not _say("HEARD %s %s" % (source[0], infohash)):
+                            return False
+        except OSError:
+            pass
+        return True
+
+    while _now() < deadline and not stopping:
         try:
             ready_now, _, _ = select.select(readable, [], [], 0.25)
         except InterruptedError:
             continue
         for sock in ready_now:
-            fileno = sock.fileno()
-            try:
-                if fileno in listeners:
-                    conn, _ = sock.accept()
-                    conn.close()
-                elif fileno in echoes:
-                    data, source = sock.recvfrom(2048)
-                    if data.startswith(MAGIC):
-                        sock.sendto(data, source)
-                else:
-                    data, source = sock.recvfrom(2048)
-                    parsed = parse_lpd(data)
-                    if parsed is not None:
-                        for infohash in parsed[1]:
-                            if token and infohash.startswith(token) and not _say("HEARD %s %s" % (source[0], infohash)):
-                                return 0
-            except OSError:
-                continue
+            if not serve(sock):
+                return 0
         if _now() >= beat:
             beat = _now() + HEARTBEAT
             if not _say("."):
                 return 0  # the VoBox closed the channel: stop now
+    while stopping:
+        try:
+            ready_now, _, _ = select.select(readable, [], [], 0.0)
+        except InterruptedError:
+            continue
+        if not ready_now:
+            break
+        for sock in ready_now:
+            if not serve(sock):
+                return 0
+    _say("DONE")
     return 0
 
 
@@ -518,10 +555,11 @@ def probe(plan: Dict[str, Any]) -> Dict[str, Any]:
     """Probe every target's ports (paced), send LPD announces; the verdict of every port."""
     rate = max(1.0, float(plan.get("rate", 500.0)))
     timeout = float(plan.get("timeout", 1.0))
-    attempts = max(1, int(plan.get("udp_attempts", 2)))
+    attempts = max(1, int(plan.get("attempts", 2)))
     token = str(plan.get("token", ""))
     targets = plan.get("targets", [])
-    _raise_fd_limit(1024 + 64)
+    # sockets in flight stay well under the open-files limit (TCP probes of filtered ports wait out the timeout)
+    max_in_flight = max(16, min(900, _raise_fd_limit(1024 + 64) - 64))
     addresses = []  # type: List[Optional[str]]
     results = []  # type: List[Dict[str, Any]]
     for target in targets:
@@ -590,11 +628,12 @@ def probe(plan: Dict[str, Any]) -> Dict[str, Any]:
         assert address is not None
         item.tries += 1
         if item.proto == "udp":
-            item.payload = MAGIC + ("%s %s %d" % (token, os.urandom(8).hex(), item.port)).encode()
+            # the same nonce on a retry, so a late answer to the first datagram still counts
+            item.payload = item.payload or MAGIC + ("%s %s %d" % (token, os.urandom(8).hex(), item.port)).encode()
             datagrams = [item.payload]
             if item.kind == "dht":
                 # held by another program: aria2c's DHT answers a ping; another check's responder echoes
-                item.tid = os.urandom(4)
+                item.tid = item.tid or os.urandom(4)
                 datagrams.append(dht_ping(item.tid, node_id))
             waiting_udp[(address, item.port)] = item
             for data in datagrams:
@@ -603,7 +642,11 @@ def probe(plan: Dict[str, Any]) -> Dict[str, Any]:
                 except OSError:
                     pass  # no route now: no answer will come, so it stays filtered
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:
+            item.state = "error %s" % (exc.strerror or exc)  # shown as it is: never a verdict made up
+            return
         sock.setblocking(False)
         code = sock.connect_ex((address, item.port))
         if code in (0, errno.EINPROGRESS):
@@ -666,13 +709,17 @@ def probe(plan: Dict[str, Any]) -> Dict[str, Any]:
     started = _now()
     next_at = started
     for round_number in range(attempts):
-        todo = order if round_number == 0 else [i for i in order if i.proto == "udp" and not i.state]
+        # again: UDP probes with no echo, and TCP connects with no answer (a SYN lost while the
+        # neighbour's address was being resolved looks like a firewall's drop)
+        todo = order if round_number == 0 else [i for i in order if not i.state or (i.proto == "tcp" and i.state == "filtered")]
         if not todo:
             break
         for item in todo:
+            item.state = "" if round_number else item.state
+        for item in todo:
             send_lpd()
             # never more sockets in flight than the fd limit allows
-            while len(in_flight) >= 900:
+            while len(in_flight) >= max_in_flight:
                 collect(0.01)
             now = _now()
             if next_at > now:

@@ -500,11 +500,19 @@ def _wire(
             else:
                 report.unchecked[result.host] = result.detail()
         ready_set = set(ready)
+        for host in ready:
+            errors = (states[host].ready or {}).get("errors", [])
+            if errors:
+                report.findings.append(Finding("ports", WARNING, f"{host}: the responder could not listen on {len(errors)} ports, "
+                                               f"which were not probed; e.g. {errors[0]}", "", ""))
         rpc_peer = {h: ready[(i + 1) % len(ready)] for i, h in enumerate(ready)} if len(ready) > 1 else {}
 
         def target(host: str, tcp: list[int], udp: list[int]) -> dict[str, Any]:
             got = states[host].ready or {}
-            return {"host": host, "address": states[host].address, "tcp": tcp, "udp": udp,
+            # ports the responder could not listen on (not held by another program) cannot be judged
+            broken = {(item.split()[0], int(item.split()[1].rstrip(":"))) for item in got.get("errors", [])}
+            return {"host": host, "address": states[host].address, "tcp": [p for p in tcp if ("tcp", p) not in broken],
+                    "udp": [p for p in udp if ("udp", p) not in broken],
                     "held_tcp": got.get("held_tcp", []), "held_udp": got.get("held_udp", [])}
 
         def prober(session: Session) -> dict[str, Any]:

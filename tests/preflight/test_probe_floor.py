@@ -146,3 +146,29 @@ def test_responder_and_prober_give_exact_verdicts(interpreter: str) -> None:
     assert all(tcp[p] == "open" for p in ports)
     assert tcp[base + 10] == tcp[base + 11] == "refused"
     assert took < 10
+
+
+def test_ports_the_responder_cannot_listen_on_are_reported(interpreter: str) -> None:
+    import resource
+
+    base = free_block(40)
+    ports = list(range(base, base + 40))
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    plan = {"mode": "respond", "tcp": ports, "udp": ports, "lifetime": 5, "lpd": False, "token": "t0"}
+    done = subprocess.Popen([interpreter, "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=few_files)  # noqa: PLW1509
+    try:
+        out, err = done.communicate(probe_script(plan), timeout=30)
+    finally:
+        if done.poll() is None:
+            done.kill()
+            done.communicate()
+    line = next(text for text in out.decode().splitlines() if text.startswith("READY "))
+    ready = json.loads(line[6:])
+    assert ready["errors"], err.decode()
+    # the core reads "<proto> <port>: <why>" to leave those ports out of the matrix
+    for item in ready["errors"]:
+        proto, port, _ = item.split(" ", 2)
+        assert proto in ("tcp", "udp") and int(port.rstrip(":")) in ports
