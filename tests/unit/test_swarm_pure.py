@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from siteadmin.site import StatusSection
+from siteadmin.aria2conf.render import build_profile
+from siteadmin.site import StatusSection, site_from_mapping
 from siteadmin.swarm import accounting_ruleset, removal_ruleset
 from siteadmin.swarm.model import (
     P_DRIFT,
@@ -345,3 +346,20 @@ def test_the_accounting_rule_names_only_its_own_table() -> None:
     assert "tcp dport 2222 return" in text and "policy accept" in text
     assert not re.search(r"\b(drop|reject|flush ruleset)\b", text)
     assert set(re.findall(r"table (\w+) (\w+)", removal_ruleset())) == {("inet", ACCOUNTING_TABLE)}
+
+
+# ---------------------------------------------------------------- the built-in profile
+
+
+def test_the_built_in_profile_carries_the_installer_values_and_the_site_sets_seeding() -> None:
+    installer = {
+        "bt-max-peers": "100", "bt-request-peer-speed-limit": "1M", "file-allocation": "none", "follow-torrent": "mem",
+        "bt-stop-timeout": "300", "timeout": "300", "enable-dht": "true", "bt-enable-lpd": "true", "seed-time": "10", "seed-ratio": "0.0",
+    }
+    profile = build_profile(site_from_mapping({}), "wn001.example.org", create_secret=False)
+    assert {k: profile.options[k] for k in installer} == installer
+    assert {profile.origin[k] for k in installer} == {"built-in"}
+    site = site_from_mapping({"aria2c": {"options": {"seed-time": 30, "seed-ratio": 1.5}}})
+    seeding = build_profile(site, "wn001.example.org", create_secret=False)
+    assert (seeding.options["seed-time"], seeding.options["seed-ratio"]) == ("30", "1.5")
+    assert seeding.origin["seed-time"] == "site"
