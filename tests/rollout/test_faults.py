@@ -602,6 +602,12 @@ def test_two_concurrent_applies_on_one_wn_never_tear_the_file(lab: Lab, restore_
     assert seen and all(s in allowed for s in seen), "the WN's file was seen torn, empty or missing"
 
 
+def steps_backups(folder: Path, host: str, lab: Lab) -> list[str]:
+    """Backup generations in the WN's config folder, as this host sees the folder."""
+    base = posixpath.basename(config_path_for(lab.site, host))
+    return [n for n in os.listdir(folder) if steps.parse_backup_name(base, n) is not None]
+
+
 def lock_on_wn(lab: Lab, host: str) -> Path:
     """The WN's rollout lock as the host sees it (netns: in the upper layer of the WN's /etc)."""
     path = lock_path(config_path_for(lab.site, host))
@@ -659,19 +665,20 @@ def test_kill_9_mid_batch_leaves_each_wn_its_old_or_new_file_and_the_lock_report
     old = {h: look(site, h).state for h in lab.wn_names}
     new = {h: rendered(path, h) for h in lab.wn_names}
     target = lab.wn_names[1]
-    lock_file = lock_on_wn(lab, target)
+    folder = lock_on_wn(lab, target).parent  # the WN's config folder as this host sees it
+    backups = set(look(site, target).backups)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
         [sys.executable, "-m", "siteadmin", "--site", str(path), "apply", "--batch", "2", "--parallel", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=str(lab.dir),
     )
     try:
+        # killed as soon as the second WN of the batch has its backup: next come the write, validation and reload
         deadline = time.monotonic() + 60
-        while not lock_file.exists() and time.monotonic() < deadline and child.poll() is None:
-            time.sleep(0.002)
-        assert lock_file.exists(), "the apply never reached the second WN of the batch"
-        time.sleep(0.05)  # into its work: backup, write, validation or reload
+        while not set(steps_backups(folder, target, lab)) - backups and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.001)
         child.send_signal(signal.SIGKILL)
+        assert set(steps_backups(folder, target, lab)) - backups, "the apply never reached the second WN of the batch"
     finally:
         child.wait(10)
     assert child.returncode == -signal.SIGKILL
