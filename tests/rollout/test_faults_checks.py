@@ -1,4 +1,5 @@
-"""The WN-side validation command, run here by ``sh`` with the real aria2c reading a file (it starts nothing).
+"""The WN-side validation command, run here by ``sh`` with the real aria2c reading a file (it starts nothing);
+how a WN whose file waited for a restart is labelled.
 
 What aria2c checks only at start (``changes.start_checks``) is judged together with aria2c's own
 reading, exactly as on a WN: the command is the one the rollout sends, ``{path}`` filled in.
@@ -15,7 +16,7 @@ import pytest
 
 from siteadmin.remote.session import CommandResult
 from siteadmin.rollout import changes
-from siteadmin.rollout.service import VALIDATE_COMMAND, _validate_judge, validate_command
+from siteadmin.rollout.service import VALIDATE_COMMAND, HostReport, _validate_judge, validate_command
 
 needs_aria2c = pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed (bash .ci/setup.sh installs it)")
 
@@ -63,3 +64,12 @@ def test_split_checks_keeps_aria2c_output_apart() -> None:
     found, rest = changes.split_checks(f"{changes.CHECK_MARK}log: folder /x does not exist on the WN; ...\nException: boom\n")
     assert found == ["log: folder /x does not exist on the WN; ..."]
     assert rest == "Exception: boom"
+
+
+def test_a_file_left_busy_then_restarted_is_labelled_unchanged_restarted() -> None:
+    waiting = HostReport("wn001.lab", "/etc/aria2/aria2c.conf", changes.UNCHANGED, "a", "a", reload=changes.RELOAD_RESTART)
+    assert waiting.label == "unchanged"  # nothing was done (reload turned off)
+    assert HostReport("wn001.lab", "/p", changes.UNCHANGED, "a", "a", reload=changes.RELOAD_RESTART, dry_run=True).label == "unchanged (restart)"
+    assert HostReport("wn001.lab", "/p", changes.UNCHANGED, "a", "a", reload=changes.RELOAD_RESTART, reloaded="restarted").label == "unchanged (restarted)"
+    assert HostReport("wn001.lab", "/p", changes.UNCHANGED, "a", "a").label == "unchanged"
+    assert HostReport("wn001.lab", "/p", changes.CHANGED, "a", "b", reload=changes.RELOAD_RPC, reloaded="rpc").label == "changed (live)"
