@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # _common, as the other benchmarks import it
 
 from textual.widgets import DataTable  # noqa: E402
 
@@ -48,7 +49,7 @@ def lab_site(lab_dir: Path | None) -> Iterator[Site]:
     if lab_dir is not None:
         yield Lab(lab_dir).site
         return
-    from benchmarks._common import throwaway_lab
+    from _common import throwaway_lab
 
     with throwaway_lab(4) as (lab, _):
         yield lab.site
