@@ -17,8 +17,8 @@ Three modes, chosen by ``plan["mode"]``; each writes JSON to standard output:
   (a port another program such as aria2c holds is reported as held, never taken), joins the LPD
   group, prints ``READY {json}``, then accepts TCP connections, echoes UDP probes back to their
   sender and reports each LPD announce it hears as ``HEARD <source> <infohash>``. It writes a
-  heartbeat line four times a second and ends when that write fails (the VoBox closed the channel) or
-  at the plan's deadline, whichever comes first.
+  heartbeat line four times a second and ends when that write fails (the VoBox closed the channel),
+  at the plan's deadline, or on SIGTERM (after answering what already arrived), whichever comes first.
 - ``probe``: for each target, TCP connects and UDP probes over the given ports, paced at
   ``rate`` packets per second. A UDP port is ``open`` only when the answer carries this probe's
   nonce (the responder's echo, or aria2c's DHT answering a ping with our transaction id);

@@ -14,7 +14,8 @@ How a run goes (each step over SSH runs the standard-library probe, ``probe.py``
    tries one other WN's aria2c RPC port.
 4. inbound: with ``outside``, the same prober runs on that host against every WN's torrent ports
    and SSH port.
-5. the responders' channels are closed (they stop at once) and what they heard is read.
+5. the responders are ended (SIGTERM: each answers what already arrived, then stops, so its
+   ports are free when the run returns) and the LPD announces they heard are read.
 6. exposure from the VoBox: each WN's RPC port; the lint's RPC rules against what each WN
    listens on.
 
@@ -681,10 +682,8 @@ def _inbound(
 ) -> list[Finding]:
     user = outside.groups[0]
     out_site = dataclasses.replace(site, ssh=dataclasses.replace(site.ssh, user=user, jump_host=""))
-    targets = []
-    for state in states:
-        item = target(state.host, [*ports, Inventory(site).wn(state.host).port], ports)
-        targets.append(item)
+    inventory = Inventory(site)
+    targets = [target(state.host, [*ports, inventory.wn(state.host).port], ports) for state in states]
     plan = {"mode": "probe", "rate": site.check.probe_rate, "timeout": site.check.probe_timeout, "token": token, "targets": targets}
     probes = sum(len(t["tcp"]) + len(t["udp"]) for t in targets)
     try:
