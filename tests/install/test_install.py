@@ -21,7 +21,7 @@ import pytest
 
 import siteadmin
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.lab]  # slow tier: not in `-m "not lab"`
 
 ROOT = Path(__file__).resolve().parents[2]
 
