@@ -173,7 +173,8 @@ class RecordedServices(ConsoleServices):
         return results
 
     def profiles(self) -> ProfileCheck:
-        return check_profiles(self.real)
+        # the WNs' interfaces as recorded, not this machine's (the LPD rule judges them)
+        return check_profiles(self.real, interfaces=lambda hosts: {h: ("eth0",) for h in hosts})
 
     def rollout_plan(self, hosts: Sequence[str], cancel: threading.Event, progress: Callable[[Progress[HostReport]], None]) -> RolloutRun:
         run = plan_run(hosts)

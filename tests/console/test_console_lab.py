@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from textual.widgets import DataTable, Static
 
@@ -209,13 +211,13 @@ async def test_the_swarm_table_fills_from_the_wns_aria2c(lab: Lab) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("7")
         view = app.query_one("#swarm")
-        for _ in range(30):
-            await settle(app, pilot)
+        for _ in range(300):
+            await pilot.pause(0.1)
             if getattr(view, "polls", 0):
                 break
         table = app.query_one("#swarm-table", DataTable)
         rows = {row_text(table, i)[0]: row_text(table, i) for i in range(table.row_count)}
-        assert set(rows) == set(lab.wn_names)
+        assert set(rows) == set(lab.wn_names), str(app.query_one("#swarm .status", Static).render())
         assert all(row[1].startswith("1.") for row in rows.values()), rows  # aria2c's version, read over RPC
 
 
@@ -273,3 +275,97 @@ async def test_switch_a_ce_to_torrent_and_back_from_the_console(lab: Lab) -> Non
         with Directory(lab.site) as directory:
             if directory.show("CE1").install_methods != ("CVMFS",):
                 directory.set_method("CE1", "CVMFS")
+
+
+async def run_switch_of_ce1(app: SiteadminApp, pilot: Any) -> SwitchScreen:
+    await pilot.press("2")
+    await settle(app, pilot)
+    table = app.query_one("#ces DataTable", DataTable)
+    table.move_cursor(row=table.get_row_index("CE1"))
+    await pilot.press("s")
+    screen = await wait_switch(app, pilot)
+    assert screen.plan is not None and screen.plan.to == "Torrent"
+    await pilot.press("y")
+    for _ in range(1200):
+        await pilot.pause(0.1)
+        if screen.result is not None:
+            break
+    assert screen.result is not None
+    return screen
+
+
+def switch_log(screen: SwitchScreen) -> str:
+    return "\n".join(line for line, _ in screen.log_lines)
+
+
+async def test_a_switch_the_preflight_stops_shows_why_and_changes_nothing(lab: Lab) -> None:
+    if lab.mode != "netns" or lab.router_ns is None:
+        pytest.skip("cutting the tracker off needs the lab's router namespace (run the tests as root)")
+    assert method_of(lab, "CE1") == ("CVMFS",)
+    table_name = "siteadmin_console_switch"
+    port = lab.site.central.tracker_port
+    lab.apply_nft(lab.router_ns, f"table inet {table_name} {{}}\ndelete table inet {table_name}\ntable inet {table_name} {{\n"
+                                 f"    chain forward {{\n        type filter hook forward priority 0; policy accept;\n"
+                                 f"        tcp dport {port} drop\n    }}\n}}\n")
+    app = SiteadminApp(lab.site)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await run_switch_of_ce1(app, pilot)
+            assert screen.result is not None and screen.result.outcome == "blocked"
+            assert [s.outcome for s in screen.result.steps] == ["blocked", "not run", "not run", "not run"]
+            log = switch_log(screen)
+            assert "preflight: blocked" in log
+            assert f"{lab.site.central.tracker_host}:{port}" in log  # the finding that stopped it
+            assert "blocked" in str(screen.query_one("#switch-state", Static).render())
+            assert method_of(lab, "CE1") == ("CVMFS",)
+    finally:
+        lab.apply_nft(lab.router_ns, f"table inet {table_name} {{}}\ndelete table inet {table_name}\n")
+
+
+async def test_a_switch_whose_rollout_fails_is_undone_and_says_so(lab: Lab) -> None:
+    import dataclasses
+    import posixpath
+
+    from siteadmin.rollout import config_path_for
+
+    if lab.mode != "netns":
+        pytest.skip("a read-only config folder on one WN needs its own mount namespace (run the tests as root)")
+    assert method_of(lab, "CE1") == ("CVMFS",)
+    # a profile change, so the rollout really writes every WN's file
+    from siteadmin.site import CeSection
+
+    served = lab.wn_names[:-1]  # CE1 serves all WNs but the last: the switch leaves that one alone
+    site = dataclasses.replace(
+        lab.site, aria2c=dataclasses.replace(lab.site.aria2c, options={**lab.site.aria2c.options, "max-overall-upload-limit": "3M"}),
+        ces={"CE1": CeSection(wns=[",".join(served)])},
+    )
+    broken = lab.wn_names[1]
+    path = config_path_for(lab.site, broken)
+    folder = posixpath.dirname(path)
+
+    def cat(host: str) -> str:
+        done = lab.wn_exec(host, ["cat", config_path_for(lab.site, host)])
+        assert done.returncode == 0, done.stderr
+        return str(done.stdout)
+
+    def sh(host: str, script: str, input_text: str | None = None) -> None:
+        done = lab.wn_exec(host, ["sh", "-c", script], input_text=input_text)
+        assert done.returncode == 0, done.stderr
+
+    before = {h: cat(h) for h in lab.wn_names}
+    sh(broken, f"mount -t tmpfs -o size=256k,mode=0755 siteadmin-console {folder}")
+    app = SiteadminApp(site)
+    try:
+        sh(broken, f"umask 077; cat > {path}; chmod 600 {path}; mount -o remount,ro {folder}", input_text=before[broken])
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await run_switch_of_ce1(app, pilot)
+            assert screen.result is not None and screen.result.outcome == "failed", switch_log(screen)
+            assert [(s.step, s.outcome) for s in screen.result.steps][:2] == [("preflight", "ok"), ("rollout", "failed")]
+            assert [(u.step, u.outcome) for u in screen.result.undone] == [("rollout", "undone")]
+            log = switch_log(screen)
+            assert "read-only" in log and "undo rollout: undone" in log
+            assert "undone: rollout" in str(screen.query_one("#switch-state", Static).render())
+    finally:
+        sh(broken, f"umount {folder} || umount -l {folder}")
+    assert method_of(lab, "CE1") == ("CVMFS",)
+    assert {h: cat(h) for h in lab.wn_names} == before  # every WN's file back, byte for byte

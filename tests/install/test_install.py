@@ -5,7 +5,7 @@ venv (dependencies come from the package index the machine's pip uses: a depende
 wheel for this platform fails the test, as it would need a compiler on a VoBox), and the installed
 command is run from another folder, with another HOME, so nothing of the source tree or the
 developer's config is used. Marked ``network`` (it needs the package index and takes ~30 s):
-part of the full suite, not of the fast tier (``-m "not lab and not network"``).
+part of the full suite, not of the fast tier (``-m "not lab"``).
 """
 
 from __future__ import annotations
