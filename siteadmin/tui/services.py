@@ -70,6 +70,7 @@ class ConsoleServices:
         self.site = site
         self._lock = threading.Lock()
         self._monitor: SwarmMonitor | None = None
+        self._poll_lock = threading.Lock()
         self._closed = False
 
     def replace_site(self, site: Site) -> None:
@@ -180,7 +181,8 @@ class ConsoleServices:
             monitor = self._monitor
             if monitor is None:
                 monitor = self._monitor = SwarmMonitor(self.site, keep_memory=False)
-        return monitor.poll(hosts, cancel=cancel)
+        with self._poll_lock:  # the overview and the swarm view share the monitor: one poll at a time
+            return monitor.poll(hosts, cancel=cancel)
 
     # ------------------------------------------------ files
 
