@@ -28,6 +28,7 @@ where the time goes. Run as root (it makes a WN user and starts sshd).
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import contextlib
 import cProfile
@@ -616,6 +617,38 @@ def profile_run(tool: Tool, generation: int, parallel: int, top: int = 40) -> st
     return out.getvalue()
 
 
+@contextlib.contextmanager
+def sftp_requests() -> Iterator[collections.Counter[str]]:
+    """Count the SFTP requests paramiko sends in the block, by kind (``open``, ``fsync@openssh.com``...)."""
+    counts: collections.Counter[str] = collections.Counter()
+    names = {v: k.removeprefix("CMD_").lower() for k, v in vars(sftp_proto).items() if k.startswith("CMD_") and isinstance(v, int)}
+    original = paramiko.SFTPClient._async_request  # type: ignore[attr-defined]
+
+    def counted(self: paramiko.SFTPClient, fileobj: object, kind: int, *args: object) -> object:
+        counts[str(args[0]) if kind == sftp_proto.CMD_EXTENDED else names.get(kind, str(kind))] += 1
+        return original(self, fileobj, kind, *args)
+
+    paramiko.SFTPClient._async_request = counted  # type: ignore[attr-defined]
+    try:
+        yield counts
+    finally:
+        paramiko.SFTPClient._async_request = original  # type: ignore[attr-defined]
+
+
+def count_requests(tools: Sequence[Tool], hosts: int, parallel: int, generation: int) -> None:
+    """Print the SFTP requests per WN of the in-process tools, one changed and one no-change run."""
+    for tool in tools:
+        if not isinstance(tool, SiteadminRollout | ParamikoFloor):
+            continue
+        count = len(getattr(tool, "nodes", ())) or hosts
+        for label in ("changed", "no change"):
+            with sftp_requests() as counts:
+                tool.run(generation, parallel)
+            detail = ", ".join(f"{name} {n / count:g}" for name, n in counts.most_common())
+            print(f"{tool.name}: {sum(counts.values()) / count:g} SFTP requests per WN, {label} ({detail})")
+        generation += 1
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -628,6 +661,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ansible-hosts", type=int, default=0, help="run ansible on the first N WNs only (default: all)")
     parser.add_argument("--full-hosts", type=int, default=200, help="WNs for siteadmin-full, each with an aria2c daemon (default 200)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one changed siteadmin run")
+    parser.add_argument("--count-requests", action="store_true", help="print the SFTP requests per WN of siteadmin and the floor")
     args = parser.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in ALL_TOOLS]
@@ -678,6 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if args.profile:
                         print(profile_run(tool, generation + 1, args.parallel))
                     generation += 10
+                if args.count_requests:
+                    count_requests(tools, args.hosts, args.parallel, generation + 100)
             finally:
                 for tool in tools:
                     if isinstance(tool, SiteadminRollout):
