@@ -21,8 +21,10 @@ from siteadmin.hostlist import fold, parse_hostlist
 from siteadmin.site import Site
 
 GROUP_RE = re.compile(r"@([A-Za-z0-9_.-]+)")
+CONFIG_PATH_PLACEHOLDER = "{config_path}"
+"""Where ``[rollout] restart_command`` takes the WN's config path (shell-quoted)."""
 
-__all__ = ["WN", "Inventory", "config_path_for", "fold", "parse_hostlist", "restart_command_for"]
+__all__ = ["CONFIG_PATH_PLACEHOLDER", "WN", "Inventory", "config_path_for", "fold", "parse_hostlist", "restart_command_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +143,7 @@ def restart_command_for(site: Site, host: str) -> str:
     Returns:
         The command line to run on the WN.
     """
-    return site.rollout.restart_command.replace("{config_path}", shlex.quote(config_path_for(site, host)))
+    return site.rollout.restart_command.replace(CONFIG_PATH_PLACEHOLDER, shlex.quote(config_path_for(site, host)))
 
 
 def _split_terms(pattern: str) -> list[str]:

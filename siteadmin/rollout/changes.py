@@ -1,4 +1,4 @@
-"""The pure half of a rollout: what a WN's new file changes, how it reaches aria2c, and the WN lock's content.
+"""The pure half of a rollout: what a WN's new file changes and how it reaches aria2c.
 
 Nothing here touches a WN or the network; the rollout service (``siteadmin.rollout.service``)
 feeds it the bytes it read and acts on the answers. Unit tested in ``tests/unit/test_rollout_pure.py``.
@@ -7,16 +7,13 @@ feeds it the bytes it read and acts on the answers. Unit tested in ``tests/unit/
 - ``option_changes``: each changed option with its change class from the aria2c option catalogue
   (``live``, ``new-downloads``, ``restart``); ``reload_kind`` decides RPC or restart.
 - ``masked_diff``: a unified diff of the two files with every secret value masked.
-- ``lock_text`` / ``parse_lock``: who holds a WN's rollout lock and since when.
 - ``start_checks`` / ``split_checks``: what aria2c checks only when it starts, as tests for the WN's shell.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import difflib
-import json
 import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
@@ -166,75 +163,6 @@ def masked_diff(before: bytes | None, after: bytes, path: str, secrets: Iterable
         tofile=path,
     )
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-
-
-# ---------------------------------------------------------------- the WN lock
-
-
-@dataclasses.dataclass(frozen=True)
-class LockInfo:
-    """Who holds a WN's rollout lock, as its file says."""
-
-    holder: str
-    """``user@vobox`` of the run holding it."""
-    since: dt.datetime | None
-    """When it was taken (UTC); None when the file does not say (torn or foreign)."""
-    pid: int | None = None
-    token: str = ""
-    """The holding run's random id: a run removes a lock only when it still holds its own token."""
-
-    def age(self, now: dt.datetime) -> float | None:
-        """Seconds since it was taken, None when unknown."""
-        return None if self.since is None else (now - self.since).total_seconds()
-
-    def stale(self, now: dt.datetime, after: float) -> bool:
-        """Older than ``after`` seconds (``[rollout] lock_stale_after``)."""
-        age = self.age(now)
-        return age is not None and age > after
-
-    def describe(self) -> str:
-        """``held by root@vobox1 (pid 4242) since 2026-12-01T14:09:15Z``."""
-        who = self.holder or "an unknown holder"
-        pid = f" (pid {self.pid})" if self.pid is not None else ""
-        since = f" since {self.since.strftime('%Y-%m-%dT%H:%M:%SZ')}" if self.since is not None else ""
-        return f"held by {who}{pid}{since}"
-
-
-def lock_text(holder: str, token: str, now: dt.datetime, pid: int | None = None) -> str:
-    """The content of a WN's lock file: one JSON object."""
-    body = {"holder": holder, "since": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "pid": pid, "token": token}
-    return json.dumps(body, sort_keys=True) + "\n"
-
-
-def parse_lock(data: bytes, mtime: dt.datetime | None = None) -> LockInfo:
-    """Who holds a lock, from its file; a torn or foreign file is held by an unknown holder since its mtime.
-
-    Args:
-        data: the lock file's bytes.
-        mtime: the file's modification time, used when the content gives no time.
-    """
-    try:
-        body = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        body = None
-    if not isinstance(body, dict):
-        return LockInfo("", mtime)
-    holder = body.get("holder")
-    since: dt.datetime | None = mtime
-    text = body.get("since")
-    if isinstance(text, str):
-        try:
-            since = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-        except ValueError:
-            since = mtime
-    pid = body.get("pid")
-    token = body.get("token")
-    return LockInfo(
-        holder if isinstance(holder, str) else "",
-        since,
-        pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-        token if isinstance(token, str) else "",
-    )
 
 
 # ---------------------------------------------------------------- what aria2c checks only at start

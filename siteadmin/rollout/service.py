@@ -9,9 +9,9 @@ Per WN, in this order (``apply``):
 
 1. connect (host keys as everywhere; ``accept_new`` accepts an unknown key as OpenSSH's
    ``accept-new`` does and the run audits it);
-2. lock: ``<config>.siteadmin-lock`` beside the config, hard-linked into place from a private temp
-   file (never seen empty; O_EXCL where the server has no hard links), holding who, since when and
-   the run's random token. A held lock fails the WN at once (``locked``, saying when its holder is
+2. lock: the WN lock (``siteadmin.remote.wnlock``): ``<config>.siteadmin-lock`` beside the config,
+   hard-linked into place from a private temp file (never seen empty; O_EXCL where the server has
+   no hard links), holding who, since when and the run's random token. A held lock fails the WN at once (``locked``, saying when its holder is
    a siteadmin of this VoBox no longer running) unless ``wait_lock`` gives it time; one older than
    ``[rollout] lock_stale_after`` is reported (``stale lock``), never taken. A run removes its own
    lock when the WN is done; locks a cancel, Ctrl-C or cut connection left behind are removed
@@ -45,42 +45,34 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
-import posixpath
 import secrets
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import paramiko
-from paramiko import sftp as sftp_proto
 
 from siteadmin import audit, trust
 from siteadmin.aria2conf.check import HostCheck, check_profiles
 from siteadmin.aria2conf.render import site_rpc_secret
 from siteadmin.aria2conf.validate import NO_START_ARGS, aria2c_problems
 from siteadmin.errors import ExitCode, warn
-from siteadmin.inventory import Inventory, fold
+from siteadmin.inventory import Inventory, config_path_for, fold, restart_command_for
 from siteadmin.remote import files
 from siteadmin.remote.errors import SshError, TunnelError
-from siteadmin.remote.fanout import CANCELLED, NOT_STARTED, Batches, HostResult, Progress, fan_out
-from siteadmin.remote.pool import SessionPool
+from siteadmin.remote.fanout import CANCELLED, NOT_STARTED, Batches, HostResult, Progress
 from siteadmin.remote.service import WNService
 from siteadmin.remote.session import CommandResult, Session
+from siteadmin.remote.wnlock import LOCKED, STALE_LOCK, HeldLock, drop_lock, holder_name, lock_path, read_lock, take_lock
 from siteadmin.rollout import changes as p
 from siteadmin.site import Site
 
-LOCK_SUFFIX = ".siteadmin-lock"
-"""The lock file is the config's path with this appended (``/etc/aria2/aria2c.conf.siteadmin-lock``)."""
 PENDING_SUFFIX = ".siteadmin-restart"
 """Beside the config (``aria2c.conf.siteadmin-restart``): the file in place waits for aria2c's restart
 (a run ended ``busy``); it names that file's hash and the backup taken before it."""
 PENDING_HINT = "the new file is in place; the next apply restarts aria2c once it has no download in flight (--restart-now: at once)"
-LOCK_POLL = 0.5
-"""Seconds between looks at a held lock while ``wait_lock`` lasts."""
 DRAIN_POLL = 1.0
 """Seconds between looks at aria2c's active downloads while draining."""
 CONFIRM_TIMEOUT = 30.0
@@ -90,12 +82,8 @@ RPC_TIMEOUT = 10.0
 VALIDATE_COMMAND = "LC_ALL=C aria2c --conf-path={path} " + " ".join(shlex.quote(a) for a in NO_START_ARGS)
 """How a WN's own aria2c reads the new file: it reads it in full and starts nothing (``validate_command``
 adds the WN-side tests of what aria2c checks only when it starts)."""
-CONFIG_PATH_PLACEHOLDER = "{config_path}"
-"""Where ``[rollout] restart_command`` takes the WN's config path (shell-quoted)."""
 
 # outcomes of a WN that did not succeed (besides the SSH layer's and the file steps')
-LOCKED = "locked"
-STALE_LOCK = "stale lock"
 BUSY = "busy"
 PROFILE = "failed: profile"
 VALIDATION = "failed: validation"
@@ -258,27 +246,6 @@ def summary(results: Sequence[HostResult[HostReport]]) -> list[tuple[str, str]]:
     return [(fold(hosts), label) for label, hosts in groups.items()]
 
 
-# ---------------------------------------------------------------- per-WN settings
-
-
-def config_path_for(site: Site, host: str) -> str:
-    """The WN's config path: ``[wns.nodes."<host>"] config_path`` when the site sets one, else ``[rollout] config_path``."""
-    node = site.wns.nodes.get(host)
-    own = getattr(node, "config_path", "") if node is not None else ""
-    return own if isinstance(own, str) and own else site.rollout.config_path
-
-
-def restart_command_for(site: Site, host: str, path: str | None = None) -> str:
-    """``[rollout] restart_command`` for one WN, ``{config_path}`` replaced by its (shell-quoted) config path."""
-    path = path if path is not None else config_path_for(site, host)
-    return site.rollout.restart_command.replace(CONFIG_PATH_PLACEHOLDER, shlex.quote(path))
-
-
-def holder_name() -> str:
-    """Who a lock names: ``user@vobox``."""
-    return f"{audit.local_user()}@{socket.gethostname()}"
-
-
 # ---------------------------------------------------------------- the run's shared state
 
 
@@ -326,161 +293,6 @@ class _Run:
 # ---------------------------------------------------------------- the lock
 
 
-@dataclasses.dataclass(frozen=True)
-class HeldLock:
-    """A WN's rollout lock taken by this run."""
-
-    path: str
-    token: str
-
-
-def lock_path(config_path: str) -> str:
-    """The lock file of a WN's config."""
-    return config_path + LOCK_SUFFIX
-
-
-def take_lock(
-    session: Session, sftp: paramiko.SFTPClient, config_path: str, *, holder: str, wait: float, stale_after: float, token: str | None = None
-) -> HeldLock:
-    """Take the WN's rollout lock: create its file atomically (O_EXCL, 0600) with who and since when.
-
-    Args:
-        session, sftp: the WN's session and an SFTP client on it.
-        config_path: the config the lock guards.
-        holder: who takes it (``user@vobox``).
-        wait: seconds to wait for a held lock to go; 0 fails at once.
-        stale_after: seconds after which a held lock is reported as stale (never taken over).
-        token: the random id written into the lock (a new one when None); only a run knowing it removes the lock.
-
-    Returns:
-        The lock, for ``drop_lock``.
-
-    Raises:
-        RolloutError: ``locked`` (naming the holder) or ``stale lock``.
-        FileStepError: the lock cannot be created (no such directory, permission denied, read-only...).
-    """
-    path = lock_path(config_path)
-    directory = posixpath.dirname(path) or "/"
-    token = token or secrets.token_hex(8)
-    deadline = time.monotonic() + max(wait, 0.0)
-    while True:
-        now = dt.datetime.now(dt.UTC)
-        try:
-            _create_lock(sftp, path, config_path, p.lock_text(holder, token, now, os.getpid()).encode())
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            # SFTP v3 answers O_EXCL (and a link over an existing name) with a plain "Failure": look whether it exists
-            if not _exists(sftp, path):
-                raise _lock_failure(session, sftp, exc, path, directory) from None
-        except (EOFError, paramiko.SSHException) as exc:
-            raise _lock_failure(session, sftp, exc, path, directory) from None
-        else:
-            return HeldLock(path, token)
-        info = read_lock(sftp, path)
-        if info is None:
-            continue  # released between our open and our read: try again at once
-        gone = " (no longer running on this VoBox: an interrupted run left it)" if _holder_gone(info) else ""
-        if info.stale(now, stale_after):
-            raise RolloutError(
-                session.host,
-                f"stale lock {path}: {info.describe()}{gone}, older than rollout.lock_stale_after {stale_after:g} s; not taken over",
-                f"if no siteadmin run is still working on this WN, remove {path} on it and run again",
-                outcome=STALE_LOCK,
-            )
-        if time.monotonic() >= deadline:
-            waited = f" after waiting {wait:g} s" if wait > 0 else ""
-            hint = "another apply or rollback is working on this WN; wait for it (--wait-lock SECONDS)"
-            if gone:
-                hint = f"if no other siteadmin run works on this WN, remove {path} on it and run again"
-            raise RolloutError(session.host, f"locked: {path} {info.describe()}{gone}{waited}", hint, outcome=LOCKED)
-        time.sleep(LOCK_POLL)
-
-
-def _create_lock(sftp: paramiko.SFTPClient, path: str, config_path: str, data: bytes) -> None:
-    """Create the lock file at ``path`` holding ``data``, never seen empty: the content goes to a private
-    temp file beside the config first, then OpenSSH's ``hardlink@openssh.com`` links it to ``path``
-    (link(2) fails on an existing name: the lock stays atomic). A server without hard links gets
-    the file created in place (O_EXCL) and written; a kill between the two leaves it empty.
-
-    Raises:
-        FileExistsError: the lock exists (held); OSError, EOFError, paramiko.SSHException: as SFTP's.
-    """
-    temp = posixpath.join(posixpath.dirname(path), files.temp_name(posixpath.basename(config_path)))
-    handle, _ = files.create_private(sftp, temp)
-    try:
-        with handle:
-            handle.write(data)
-        try:
-            sftp._request(sftp_proto.CMD_EXTENDED, "hardlink@openssh.com", temp, path)  # type: ignore[attr-defined]  # no public API
-            return
-        except OSError:
-            if _exists(sftp, path):
-                raise FileExistsError(path) from None
-    finally:
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            sftp.remove(temp)
-    handle, _ = files.create_private(sftp, path)
-    try:
-        with handle:
-            handle.write(data)
-    except BaseException:
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            sftp.remove(path)
-        raise
-
-
-def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
-    try:
-        sftp.lstat(path)
-    except (OSError, EOFError, paramiko.SSHException):
-        return False
-    return True
-
-
-def read_lock(sftp: paramiko.SFTPClient, path: str) -> p.LockInfo | None:
-    """Who holds the lock at ``path``, or None when there is no lock."""
-    try:
-        info = sftp.stat(path)
-        with sftp.open(path, "rb") as handle:
-            data = handle.read(4096)
-    except FileNotFoundError:
-        return None
-    mtime = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC) if info.st_mtime is not None else None
-    return p.parse_lock(data, mtime)
-
-
-def _holder_gone(info: p.LockInfo) -> bool:
-    """The lock names a siteadmin process of this VoBox (same ``user@host``) that no longer runs."""
-    if info.pid is None or info.holder != holder_name():
-        return False
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # it exists (another user's process)
-    return False
-
-
-def drop_lock(sftp: paramiko.SFTPClient, lock: HeldLock) -> bool:
-    """Remove our lock, only if the file still holds our token (quietly: this runs on the way out).
-
-    Returns:
-        True when no lock of ours is left (removed, gone, or another run's); False when the WN
-        could not be asked (the connection is gone).
-    """
-    try:
-        held = read_lock(sftp, lock.path)
-        if held is not None and held.token == lock.token:
-            sftp.remove(lock.path)
-    except FileNotFoundError:
-        return True
-    except (OSError, EOFError, paramiko.SSHException):
-        return False
-    return True
-
-
 def _lock(run: _Run, session: Session, sftp: paramiko.SFTPClient, path: str) -> HeldLock:
     """``take_lock`` for the run, which remembers the lock from before it exists until it is gone (``_release_left``)."""
     lock = HeldLock(lock_path(path), secrets.token_hex(8))
@@ -491,10 +303,6 @@ def _lock(run: _Run, session: Session, sftp: paramiko.SFTPClient, path: str) -> 
         if exc.outcome not in ("connection lost", "sftp timed out", CANCELLED):
             run.released(session.host)  # refused or held by another run: nothing of ours on the WN
         raise
-
-
-def _lock_failure(session: Session, sftp: paramiko.SFTPClient, exc: BaseException, path: str, directory: str) -> files.FileStepError:
-    return files._failure(session, sftp, exc, f"cannot lock {path}", directory, 256)
 
 
 # ---------------------------------------------------------------- RPC over the tunnel
@@ -853,8 +661,7 @@ def _drain(run: _Run, session: Session, call: Callable[..., Any], report: HostRe
 def _restart_and_confirm(run: _Run, session: Session, options: Mapping[str, str], before_id: str | None) -> tuple[str, str] | None:
     """Run the restart command, then wait for a new aria2c session with ``options``; (outcome, why) on failure."""
     host = session.host
-    path = run.path(host)
-    command = restart_command_for(run.site, host, path)
+    command = restart_command_for(run.site, host)
     try:
         result = session.run(command)
     except SshError as exc:
@@ -1002,7 +809,7 @@ def _release_left(run: _Run, inventory: Inventory | None) -> dict[str, str]:
     A cancel closes the WNs' connections under their work, and a cut connection cannot remove
     anything: their locks stay on the WNs. Each is removed here only while its file still holds
     this run's token (so never another run's), with the temp files the cut left beside it.
-    Connections come from a pool of their own: the run's may be closed.
+    Connections come from a WN service of their own: the run's may be closed.
 
     Returns:
         ``{host: why}`` for the WNs whose lock could not be removed (each also a ``warn`` line).
@@ -1010,21 +817,20 @@ def _release_left(run: _Run, inventory: Inventory | None) -> dict[str, str]:
     left = run.left()
     if not left:
         return {}
-    pool = SessionPool(run.site, inventory)
 
-    def release(host: str) -> None:
+    def release(session: Session) -> None:
+        host = session.host
         lock = left[host]
-        with pool.connect(host) as session, session.sftp() as sftp:
+        with session.sftp() as sftp:
             held = read_lock(sftp, lock.path)
             if held is not None and held.token == lock.token:
                 files.remove_stale_temps(session, run.path(host), sftp=sftp)
                 sftp.remove(lock.path)
         run.released(host)
 
-    try:
-        results = fan_out(list(left), release, max(1, min(len(left), run.site.ssh.parallelism)))
-    finally:
-        pool.close()
+    # a service of its own: a cancel closed the run's pool, and a caller's service may be closed too
+    with WNService(run.site, inventory, parallelism=max(1, min(len(left), run.site.ssh.parallelism))) as service:
+        results = service.run(list(left), release)
     gone: dict[str, str] = {}
     for result in results:
         if not result.ok:

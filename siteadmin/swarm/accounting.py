@@ -5,8 +5,9 @@ counters (``site``: from the site's WNs; ``central``: from the central seeder an
 hosts; ``other``: any other TCP, the WN's own SSH port and loopback left out), counted on input at
 a priority before the usual filter chains, with policy accept and no verdict but ``return``, so it
 drops nothing and changes no other table. Loading replaces the table in one nft transaction;
-``off`` deletes it (nothing happens when it is absent). Each change takes the WN's rollout lock
-(beside its aria2c config) and is written to the audit log.
+``off`` deletes it (nothing happens when it is absent). Each change takes the WN lock
+(``siteadmin.remote.wnlock``, beside its aria2c config, the one a rollout takes) and is written to
+the audit log.
 
 Core: never imports the CLI, the console or the lab.
 """
@@ -20,9 +21,9 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from siteadmin import audit
-from siteadmin.inventory import Inventory
+from siteadmin.inventory import Inventory, config_path_for
 from siteadmin.remote import HostResult, Progress, Session, WNService
-from siteadmin.rollout.service import config_path_for, drop_lock, holder_name, take_lock
+from siteadmin.remote.wnlock import drop_lock, holder_name, take_lock
 from siteadmin.site import Site
 from siteadmin.swarm.model import Addresses
 from siteadmin.swarm.service import ACCOUNTING_TABLE, site_addresses

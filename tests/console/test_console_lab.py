@@ -326,7 +326,7 @@ async def test_a_switch_whose_rollout_fails_is_undone_and_says_so(lab: Lab) -> N
     import dataclasses
     import posixpath
 
-    from siteadmin.rollout import config_path_for
+    from siteadmin.inventory import config_path_for
 
     if lab.mode != "netns":
         pytest.skip("a read-only config folder on one WN needs its own mount namespace (run the tests as root)")

@@ -23,11 +23,11 @@ import pytest
 
 from siteadmin import audit
 from siteadmin.cli import main
-from siteadmin.inventory import fold
+from siteadmin.inventory import config_path_for, fold
 from siteadmin.lab import Lab
 from siteadmin.remote import SessionPool
 from siteadmin.remote import files as steps
-from siteadmin.rollout import config_path_for, lock_path
+from siteadmin.rollout import lock_path
 from siteadmin.site import Site, load_site
 
 pytestmark = pytest.mark.lab

@@ -37,10 +37,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from siteadmin import audit, rollout
 from siteadmin.aria2conf.render import render
 from siteadmin.cli import main
+from siteadmin.inventory import config_path_for
 from siteadmin.lab import Lab
 from siteadmin.remote import SessionPool
 from siteadmin.remote import files as steps
-from siteadmin.rollout import config_path_for, lock_path
+from siteadmin.rollout import lock_path
 from siteadmin.site import Site, load_site
 
 pytestmark = pytest.mark.lab

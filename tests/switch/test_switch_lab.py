@@ -24,8 +24,8 @@ from siteadmin import audit
 from siteadmin.cli import main
 from siteadmin.directory import Directory
 from siteadmin.hostlist import fold, parse_hostlist
+from siteadmin.inventory import config_path_for
 from siteadmin.lab import Lab
-from siteadmin.rollout import config_path_for
 from siteadmin.site import load_site
 
 pytestmark = pytest.mark.lab

@@ -1,30 +1,21 @@
-"""The rollout's pure parts: classification, live-or-restart marking, masked diffs, lock content, batch sizes, the CLI's options."""
+"""The rollout's pure parts: classification, live-or-restart marking, masked diffs, batch sizes, the CLI's options
+(the WN lock's content: tests/unit/test_wnlock_pure.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 
 import pytest
 
 from siteadmin.cli.apply import ProgressLine, parse_batch, parse_percent
 from siteadmin.errors import UsageError
+from siteadmin.inventory import CONFIG_PATH_PLACEHOLDER, config_path_for, restart_command_for
 from siteadmin.remote.fanout import Batches, HostResult, Progress
 from siteadmin.rollout import changes as p
-from siteadmin.rollout.service import (
-    CONFIG_PATH_PLACEHOLDER,
-    HostReport,
-    RolloutError,
-    config_path_for,
-    describe,
-    downloads_in_flight,
-    restart_command_for,
-    summary,
-)
+from siteadmin.rollout.service import HostReport, RolloutError, describe, downloads_in_flight, summary
 from siteadmin.site import site_from_mapping
 
 SECRET = "f3c1a0b9e8d7c6b5a4f3e2d1c0b9a8f7"
-NOW = dt.datetime(2026, 12, 1, 14, 9, 15, 123000, tzinfo=dt.UTC)
 
 
 def conf(**options: str) -> bytes:
@@ -93,25 +84,6 @@ def test_read_back_compares_in_the_form_aria2_reports() -> None:
     assert expected == {"max-overall-upload-limit": "3145728", "all-proxy": "http://proxy:3128/"}
     assert p.mismatches(expected, {"max-overall-upload-limit": "3145728", "all-proxy": "http://proxy:3128/"}) == []
     assert p.mismatches(expected, {"max-overall-upload-limit": "0"}) == ["max-overall-upload-limit", "all-proxy"]
-
-
-def test_lock_text_round_trips_and_ages() -> None:
-    text = p.lock_text("root@vobox", "abc123", NOW, pid=4242)
-    info = p.parse_lock(text.encode())
-    assert (info.holder, info.pid, info.token, info.since) == ("root@vobox", 4242, "abc123", NOW)
-    assert info.describe() == "held by root@vobox (pid 4242) since 2026-12-01T14:09:15Z"
-    later = NOW + dt.timedelta(seconds=3601)
-    assert info.age(later) == pytest.approx(3601)
-    assert info.stale(later, 3600)
-    assert not info.stale(later, 3602)
-
-
-@pytest.mark.parametrize("data", [b"", b"{torn", b"[1, 2]", b"\xff\xfe", b'{"holder": 5, "since": "yesterday"}'])
-def test_a_torn_or_foreign_lock_is_held_by_an_unknown_holder_since_its_mtime(data: bytes) -> None:
-    info = p.parse_lock(data, mtime=NOW)
-    assert info.holder == "" and info.since == NOW and info.token == ""
-    assert info.describe().startswith("held by an unknown holder since 2026-12-01T14:09:15Z")
-    assert p.parse_lock(data).stale(NOW, 1) is False  # no time known: never called stale
 
 
 def test_a_seeding_download_is_not_in_flight() -> None:
