@@ -61,7 +61,6 @@ from siteadmin.preflight.report import (
     subnet_of,
 )
 from siteadmin.remote.errors import SshError
-from siteadmin.remote.pool import SessionPool
 from siteadmin.remote.service import WNService
 from siteadmin.remote.session import Session
 from siteadmin.site import Site, parse_port_ranges
@@ -686,15 +685,19 @@ def _inbound(
     targets = [target(state.host, [*ports, inventory.wn(state.host).port], ports) for state in states]
     plan = {"mode": "probe", "rate": site.check.probe_rate, "timeout": site.check.probe_timeout, "token": token, "targets": targets}
     probes = sum(len(t["tcp"]) + len(t["udp"]) for t in targets)
+    timeout = probes / site.check.probe_rate * 2 + site.check.probe_timeout * 4 + 30
     try:
-        with SessionPool(out_site, Inventory(out_site)) as pool:
-            session = pool.connect(outside)
-            try:
-                answer = _run_probe(session, python, plan, probes / site.check.probe_rate * 2 + site.check.probe_timeout * 4 + 30)
-            finally:
-                session.close()
-    except SiteadminError as exc:
+        # the outside host is no WN of the site: the service reaches it at its own address and port
+        with WNService(out_site, Inventory(out_site), parallelism=1) as service:
+            [result] = service.run([outside], lambda session: _run_probe(session, python, plan, timeout))
+    except SiteadminError as exc:  # a bad key file or ssh config
         return [Finding("inbound", ERROR, f"outside host {outside.name}: not checked: {exc.one_line()}", "", "")]
+    if not result.ok or result.value is None:
+        if result.exception is not None and not isinstance(result.exception, SiteadminError):
+            raise result.exception  # a defect, not the host's answer: as loud as it always was
+        why = result.exception.one_line() if isinstance(result.exception, SiteadminError) else result.line()
+        return [Finding("inbound", ERROR, f"outside host {outside.name}: not checked: {why}", "", "")]
+    answer = result.value
     rows: dict[tuple[str, str], list[str]] = {}
     for item in answer["targets"]:
         for proto in ("tcp", "udp"):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from siteadmin.inventory import Inventory
+from siteadmin.inventory import WN, Inventory
 from siteadmin.remote.errors import SshError
 from siteadmin.remote.fanout import CANCELLED, Batches, HostResult, Progress, fan_out
 from siteadmin.remote.knownhosts import AcceptedKey
@@ -96,7 +96,7 @@ class WNService:
 
     def run(
         self,
-        hosts: Sequence[str],
+        hosts: Sequence[str | WN],
         work: HostWork[T],
         *,
         parallelism: int | None = None,
@@ -107,7 +107,11 @@ class WNService:
         """Connect to each WN and call ``work(session)``; one result per WN.
 
         Args:
-            hosts: WN names, e.g. ``Inventory(site).select(pattern)``.
+            hosts: WN names, e.g. ``Inventory(site).select(pattern)``; or ``WN`` objects with
+                their own address and port, for a host the inventory does not hold (the outside
+                host of ``siteadmin check``), reached with the site's ``[ssh]`` all the same. Such
+                a host gets a session of its own for its work, closed after it, even with
+                ``keep_sessions``; its result is named by ``WN.name``.
             work: what to do on one WN with its session; its return value becomes
                 ``HostResult.value``. It runs in a worker thread.
             parallelism: WNs at once for this run; the service's when None.
@@ -120,7 +124,7 @@ class WNService:
                 done/total and the batch.
 
         Returns:
-            One HostResult per host, in the order of ``hosts``. Per-WN failures (connection,
+            One HostResult per host, in the order of ``hosts`` (``HostResult.host``: the name). Per-WN failures (connection,
             host key, authentication, ``work`` raising) are inside the results with their
             exception, never raised.
 
@@ -141,8 +145,12 @@ class WNService:
                 pool = self._pool if self._pool is not None else self._new_pool()
                 self._pool = pool
 
+            given = {h.name: h for h in hosts if isinstance(h, WN)}
+
             def on_host(host: str) -> T:
-                session = pool.session(host) if keep else pool.connect(host)
+                wn = given.get(host)
+                kept = keep and wn is None  # a host the inventory does not hold has no place among the kept sessions
+                session = pool.session(host) if kept else pool.connect(wn if wn is not None else host)
                 try:
                     value = work(session)
                     if cancel.is_set() and not session.is_active():
@@ -150,11 +158,11 @@ class WNService:
                         raise SshError(host, "the connection was closed by the cancel", outcome=CANCELLED)
                     return value
                 finally:
-                    if not keep:
+                    if not kept:
                         session.close()
 
             return fan_out(
-                hosts,
+                [h.name if isinstance(h, WN) else h for h in hosts],
                 on_host,
                 parallelism if parallelism is not None else self.parallelism,
                 batches=batches,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -179,6 +180,18 @@ def test_a_wn_whose_ssh_fails_gets_that_and_the_matrix_still_runs(lab: Lab, wns:
     assert report.pairs == rest * (rest - 1)
     assert report.errors == [] and report.ports_failed == 0
     assert report.exit_code() == 1 and report.nagios_code() == 2
+
+
+def test_an_outside_host_that_cannot_be_reached_is_one_inbound_error(lab: Lab, wns: list[str]) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    report = run_check(lab.site, wns[:1], only=("inbound",), outside=f"root@127.0.0.1:{port}")
+    [finding] = [f for f in report.findings if f.check == "inbound"]
+    assert finding.level == "error"
+    assert finding.text.startswith("outside host 127.0.0.1: not checked: 127.0.0.1: connection refused"), finding.text
+    assert str(port) in finding.text
 
 
 def test_a_wn_without_the_interpreter_gets_its_own_result(lab: Lab, wns: list[str]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from siteadmin.inventory import WN
 from siteadmin.remote import Batches, CommandFailed, ConnectFailed, Progress, Session, SshError, WNService
 from siteadmin.remote.fanout import CANCELLED, NOT_STARTED
 from siteadmin.site import load_site
@@ -75,6 +76,24 @@ def test_kept_sessions_serve_the_next_run_until_the_service_closes(ssh_lab: Any)
     assert not any(r.value is not None and r.value.is_active() for r in second)
     with pytest.raises(RuntimeError, match="closed service"):
         service.run(HOSTS, lambda s: s)
+
+
+def test_a_host_the_inventory_does_not_hold_is_reached_at_its_own_address_and_not_kept(ssh_lab: Any) -> None:
+    # "outside.test" resolves nowhere: only the WN object's address and port can reach an sshd
+    outside = WN(name="outside.test", address="127.0.0.1", port=ssh_lab.spec("wn002.lab").port, groups=())
+
+    def work(session: Session) -> tuple[Session, str]:
+        return session, session.run("echo $SSH_CONNECTION", check=True).stdout.split()[-1]
+
+    with WNService(ssh_lab.site(), keep_sessions=True) as service:
+        results = service.run(["wn001.lab", outside], work)
+        assert [(r.host, r.ok) for r in results] == [("wn001.lab", True), ("outside.test", True)]
+        kept, reached = [r.value for r in results if r.value is not None]
+        assert (kept[1], reached[1]) == (str(ssh_lab.spec("wn001.lab").port), str(outside.port))
+        assert reached[0].host == "outside.test"
+        assert kept[0].is_active() and not reached[0].is_active()  # the inventory's WN kept, the outside host's closed
+        [unknown] = service.run(["outside.test"], work)  # by name it is not a WN of the site
+        assert (unknown.outcome, type(unknown.exception)) == ("name not resolved", ConnectFailed)
 
 
 def test_cancelling_mid_way_ends_in_bounded_time_with_a_result_for_every_wn(ssh_lab: Any) -> None:
