@@ -9,12 +9,15 @@ same run, never from a remembered figure.
 
 - ``paramiko``: the floor. One transport per WN, host key checked against known_hosts, the file
   read over SFTP and compared, and where it differs a 0600 temp file written beside it and
-  renamed over it. 50 threads. Nothing else (no backup, no lock, no plan).
+  renamed over it. 50 threads. Nothing else (no backup, no lock, no plan). ``paramiko-nodelay``:
+  the same with TCP_NODELAY set (paramiko never sets it).
 - ``siteadmin``: (a) the core rollout service with on-node validation and the reload turned off
   by the benchmark (the service's own parameters), so it does the peers' work plus what it
   always does (lock, plan with the profile check, backup, owner and mode kept, audit record).
 - ``siteadmin-full``: (b) the whole apply: validation by each WN's aria2c and the reload with
   its read-back, on ``--full-hosts`` WNs (each runs an aria2c daemon; all share these 2 cores).
+- ``siteadmin-steps``: the file steps alone (read, backup, private temp, install) on the WN
+  service, without the rollout service's lock, plan and audit.
 - ``pyinfra``, ``ansible``, ``pssh``: see ``_rollout_peers``; installed into a venv of the
   benchmark's own on first use.
 
