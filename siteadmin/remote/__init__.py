@@ -6,7 +6,9 @@ ssh config, jump host), ``knownhosts`` (reading known_hosts, refusing unknown ke
 (local port forwards), ``session`` (one connection: ``Session.run``/``sftp``/``put_file``/
 ``read_file``/``open_tunnel``), ``pool`` (``SessionPool``: dialling, handshakes, closing),
 ``fanout`` (work on many hosts, results folded), ``service`` (``WNService``: the one way to work
-on many WNs: pool lifetime, cancel, progress, batches). Core: never imports the CLI or the console.
+on many WNs: pool lifetime, cancel, progress, batches). On one session, needing no pool: ``files``
+(the file steps on a WN) and ``wnlock`` (the WN lock beside a WN's config, taken by a rollout
+and by ``status --accounting``). Core: never imports the CLI or the console.
 """
 
 from __future__ import annotations
