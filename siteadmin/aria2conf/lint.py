@@ -86,13 +86,21 @@ def secret_bits(secret: str) -> float:
     return length * math.log2(max(pool, 2))
 
 
-def local_interfaces() -> list[str]:
-    """Non-loopback interfaces of this machine that have an IPv4 or IPv6 address (netifaces)."""
+def local_interfaces(candidates: Iterable[str] | None = None) -> list[str]:
+    """Non-loopback interfaces of this machine that have an IPv4 or IPv6 address (netifaces).
+
+    Args:
+        candidates: interface names to look at; all of this machine's when None. One that is
+            gone by the time it is read (a container or lab link deleted meanwhile) is skipped.
+    """
     import netifaces
 
     names = []
-    for name in netifaces.interfaces():
-        addrs = netifaces.ifaddresses(name)
+    for name in netifaces.interfaces() if candidates is None else candidates:
+        try:
+            addrs = netifaces.ifaddresses(name)
+        except ValueError:  # the interface went away between listing and reading it
+            continue
         families = [f for f in (netifaces.AF_INET, netifaces.AF_INET6) if addrs.get(f)]
         if not families or name == "lo" or name.startswith("lo:"):
             continue

@@ -130,6 +130,15 @@ def test_local_interfaces_come_from_netifaces() -> None:
     assert set(names) <= set(netifaces.interfaces())
 
 
+def test_an_interface_gone_while_listing_is_skipped() -> None:
+    # a lab or container link deleted between netifaces.interfaces() and ifaddresses() raised
+    # ValueError and crashed a whole rollout; it is simply not there any more
+    import netifaces
+
+    real = [n for n in netifaces.interfaces() if n != "lo"]
+    assert local_interfaces(["siteadmin-gone0", *real]) == local_interfaces(real)
+
+
 def test_the_site_allows_rules_in_site_toml() -> None:
     from siteadmin.site import site_from_mapping
 
