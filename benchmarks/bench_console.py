@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -30,13 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # _common, as the other benchmarks import it
 
-from textual.widgets import DataTable  # noqa: E402
-
 from siteadmin.lab import Lab  # noqa: E402
 from siteadmin.site import Site  # noqa: E402
 from siteadmin.tui.app import SiteadminApp  # noqa: E402
 from siteadmin.tui.services import ConsoleServices  # noqa: E402
-from siteadmin.tui.views.swarm import SwarmView  # noqa: E402
+from siteadmin.tui.views.overview import OverviewView  # noqa: E402
+from siteadmin.tui.views.swarm import SwarmView, frame_of  # noqa: E402
 from tests.console.recorded import RecordedServices, recorded_site  # noqa: E402
 from tests.console.test_console_swarm_rows import synthetic  # noqa: E402
 
@@ -62,16 +62,20 @@ def with_200_wns(site: Site) -> Site:
 
 
 async def first_paint(site: Site) -> tuple[float, float]:
+    """(first frame with the site's content, LDAP row filled), seconds from creating the app."""
     started = time.perf_counter()
     app = SiteadminApp(site, ConsoleServices(site))
     painted = ldap = 0.0
     async with app.run_test(size=(120, 40)):
-        table = app.query_one("#overview DataTable", DataTable)
-        for _ in range(4000):
-            shown = str(table.get_row("site")[1])
-            if not painted and "LAB" in shown and "200" in str(table.get_row("WNs")[1]):
+        view = app.query_one("#overview", OverviewView)
+        for _ in range(6000):
+            if not painted and "LAB" in view.fact("site") and "200" in view.fact("WNs"):
+                frame = asyncio.Event()
+                app.call_after_refresh(frame.set)  # the frame holding that content has been drawn
+                await frame.wait()
                 painted = time.perf_counter() - started
-            if "connected" in str(table.get_row("LDAP")[1]) or "unreachable" in str(table.get_row("LDAP")[1]):
+            ldap_text = view.fact("LDAP")
+            if "connected" in ldap_text or "unreachable" in ldap_text:
                 ldap = time.perf_counter() - started
                 break
             await asyncio.sleep(0.005)
@@ -79,12 +83,17 @@ async def first_paint(site: Site) -> tuple[float, float]:
     return painted, ldap
 
 
-async def key_latency(rows: int, updates: int = 25) -> tuple[float, float, float]:
-    """(longest update, median press round trip, longest press round trip), seconds."""
+async def key_latency(rows: int, updates: int = 25) -> tuple[float, float, float, float]:
+    """(longest update call, longest event-loop stall, median and longest key press round trip), seconds.
+
+    A stall is how late a 5 ms sleep on the event loop wakes up: the time a key press would wait
+    for the loop (updates, layout and rendering of the table included).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         shown, real = recorded_site(Path(tmp))
         app = SiteadminApp(shown, RecordedServices(shown, real, swarm=synthetic(rows, 0)))
         holds: list[float] = []
+        stalls: list[float] = []
         presses: list[float] = []
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("7")
@@ -92,31 +101,35 @@ async def key_latency(rows: int, updates: int = 25) -> tuple[float, float, float
             view = app.query_one("#swarm", SwarmView)
             view.paused = True
             view.show_report(synthetic(rows, 0))
-            await pilot.pause()
+            for _ in range(3):  # the first fill (1,000 new rows measured once) is not what is timed
+                await pilot.pause()
+                await asyncio.sleep(0.5)
+            reports = [frame_of(synthetic(rows, tick)) for tick in range(1, updates + 1)]  # built off the loop, as a poll's worker does
 
-            def update(tick: int) -> None:
+            running = True
+
+            async def watch() -> None:
+                while running:
+                    t0 = time.perf_counter()
+                    await asyncio.sleep(0.005)
+                    stalls.append(time.perf_counter() - t0 - 0.005)
+                    if stalls[-1] > GOAL_HOLD and os.environ.get("BENCH_VERBOSE"):
+                        print(f"  stall {stalls[-1] * 1000:.0f} ms after {len(holds)} update calls", file=sys.stderr)
+
+            watcher = asyncio.create_task(watch())
+            for report in reports:
                 t0 = time.perf_counter()
-                view.show_report(synthetic(rows, tick))
+                view.show_report(report)
                 holds.append(time.perf_counter() - t0)
-
-            original = view._drain
-
-            def timed_drain() -> None:
-                t0 = time.perf_counter()
-                original()
-                holds.append(time.perf_counter() - t0)
-
-            view._drain = timed_drain  # type: ignore[method-assign]
-
-            for tick in range(1, updates + 1):
-                app.call_later(update, tick)
                 for _ in range(4):
                     t0 = time.perf_counter()
-                    await pilot.press("down" if tick % 2 else "up")
+                    await pilot.press("down" if len(holds) % 2 else "up")
                     presses.append(time.perf_counter() - t0)
                 await asyncio.sleep(0.2)
+            running = False
+            await watcher
             app.shutdown()
-    return max(holds), statistics.median(presses), max(presses)
+    return max(holds), max(stalls), statistics.median(presses), max(presses)
 
 
 def main() -> int:
@@ -130,10 +143,12 @@ def main() -> int:
           f"{'met' if paint < GOAL_PAINT else 'NOT met'}); LDAP answer shown at {ldap * 1000:.0f} ms")
     empty = asyncio.run(key_latency(0))
     full = asyncio.run(key_latency(1000))
-    print(f"empty table:  longest update {empty[0] * 1000:.1f} ms; key press median {empty[1] * 1000:.1f} ms, max {empty[2] * 1000:.1f} ms")
-    print(f"1,000 rows:   longest update {full[0] * 1000:.1f} ms; key press median {full[1] * 1000:.1f} ms, max {full[2] * 1000:.1f} ms")
-    print(f"ratio (1,000 rows / empty, median press): {full[1] / max(empty[1], 1e-6):.2f}; "
-          f"goal: no update holds a key press > {GOAL_HOLD * 1000:.0f} ms: {'met' if full[0] <= GOAL_HOLD else 'NOT met'}")
+    for name, (hold, stall, median, worst) in (("empty table", empty), ("1,000 rows", full)):
+        print(f"{name + ':':<13} longest update call {hold * 1000:.1f} ms; longest loop stall {stall * 1000:.1f} ms; "
+              f"key press median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+    print(f"ratio (1,000 rows / empty): loop stall {full[1] / max(empty[1], 1e-6):.2f}, median press {full[2] / max(empty[2], 1e-6):.2f}; "
+          f"goal: no update holds a key press > {GOAL_HOLD * 1000:.0f} ms: {'met' if full[0] <= GOAL_HOLD else 'NOT met'} "
+          f"(update calls), {'met' if full[1] <= GOAL_HOLD else 'NOT met'} (loop stall, rendering included)")
     return 0
 
 

@@ -43,11 +43,6 @@ async def test_a_thousand_rows_update_in_place_and_sort_and_filter(tmp_path: Pat
         started = time.perf_counter()
         view.show_report(synthetic(1000, 2))  # type: ignore[attr-defined]
         update = time.perf_counter() - started
-        for _ in range(500):
-            if not view.draining:  # type: ignore[attr-defined]
-                break
-            await pilot.pause(0.01)
-        assert not view.draining  # type: ignore[attr-defined]
         assert table.row_count == 1000
         # the cells show the new poll's values
         from siteadmin.tui.views.swarm import rate

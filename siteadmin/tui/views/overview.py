@@ -14,7 +14,8 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Static
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from siteadmin.directory import CE
@@ -88,12 +89,15 @@ class OverviewView(View[None]):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="attention", classes="attention", markup=False)
-        table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=True, show_header=False)
-        table.add_column("what", key="what", width=14)
-        table.add_column("state", key="state")
-        for key in ROWS:
-            table.add_row(cell(LABELS[key]), cell("…"), key=key)
-        yield table
+        with VerticalScroll(classes="facts", id="overview-facts"):
+            for key in ROWS:
+                with Horizontal(classes="fact"):
+                    yield Static(LABELS[key], classes="fact-name", markup=False)
+                    yield Static("…", classes="fact-value", id=f"fact-{key}", markup=False)
+
+    def fact(self, key: str) -> str:
+        """The text shown for one row (``site``, ``LDAP``, ``CEs``...)."""
+        return str(self.query_one(f"#fact-{key}", Static).render())
 
     def on_mount(self) -> None:
         site = self.site
@@ -109,7 +113,7 @@ class OverviewView(View[None]):
             self.reload()
 
     def _put(self, key: str, text: str, style: str = "") -> None:
-        self.query_one(DataTable).update_cell(key, "state", cell(text, style), update_width=True)
+        self.query_one(f"#fact-{key}", Static).update(cell(text, style))
 
     def reload(self) -> None:
         self.state = SiteState()
