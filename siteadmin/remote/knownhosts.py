@@ -72,6 +72,19 @@ class HostLine:
     """The host field split at commas, as written (``!`` negations and hashed names included)."""
     key: paramiko.PKey
 
+    @functools.cached_property
+    def blob(self) -> bytes:
+        """The key's wire form, made once (comparing keys by it is what revocation needs)."""
+        return self.key.asbytes()
+
+    @functools.cached_property
+    def plain_names(self) -> tuple[str, ...] | None:
+        """The names this line lists, lower case, when every pattern is a plain name; None when one
+        is a wildcard, negated or hashed (such a line must be matched name by name)."""
+        if any(p.startswith(("!", "|")) or "*" in p or "?" in p for p in self.patterns):
+            return None
+        return tuple(p.lower() for p in self.patterns)
+
     def matches(self, name: str) -> bool:
         """Whether this line applies to ``name`` (a ``known_hosts_name``), as OpenSSH decides.
 
@@ -253,19 +266,56 @@ def _read_known_hosts(path: Path) -> bytes | None:
         raise ConfigError(f"{path}: cannot read known_hosts: {exc.strerror or exc}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Index:
+    """A parsed file's lines arranged for lookups: plain key lines by name, the rest to be matched one by one.
+
+    A site's known_hosts holds a line per WN; matching every line for every connection made a
+    lookup cost O(lines), so hundreds of WNs cost O(WNs²). Lines whose patterns are all plain
+    names are found by name; wildcard, negated and hashed ones (a hashed name needs its own
+    HMAC per line) are still matched in full, as are the few ``@`` lines.
+    """
+
+    by_name: dict[str, tuple[HostLine, ...]]
+    matched: tuple[HostLine, ...]
+    """Plain key lines with a wildcard, negated or hashed pattern."""
+    marked: tuple[HostLine, ...]
+    """``@revoked`` and ``@cert-authority`` lines."""
+
+    @classmethod
+    def of(cls, parsed: KnownHostsFile) -> _Index:
+        by_name: dict[str, list[HostLine]] = {}
+        matched: list[HostLine] = []
+        for entry in parsed.entries:
+            if entry.marker:
+                continue
+            names = entry.plain_names
+            if names is None:
+                matched.append(entry)
+                continue
+            for name in dict.fromkeys(names):
+                by_name.setdefault(name, []).append(entry)
+        return cls({k: tuple(v) for k, v in by_name.items()}, tuple(matched), tuple(e for e in parsed.entries if e.marker))
+
+    def key_lines(self, name: str) -> list[HostLine]:
+        """The plain key lines that apply to ``name`` (a ``known_hosts_name``), in file order."""
+        found = [*self.by_name.get(name.lower(), ()), *(e for e in self.matched if e.matches(name))]
+        return sorted(found, key=lambda e: e.lineno) if self.matched else found
+
+
 class KnownHosts:
     """known_hosts files, each read once (and its warnings given once), asked in order. Thread-safe."""
 
     def __init__(self) -> None:
-        self._files: dict[Path, KnownHostsFile | None] = {}
+        self._files: dict[Path, _Index | None] = {}
         self._lock = threading.Lock()
 
-    def _load(self, path: Path) -> KnownHostsFile | None:
+    def _load(self, path: Path) -> _Index | None:
         with self._lock:
             if path not in self._files:
                 data = _read_known_hosts(path)
                 parsed = parse_known_hosts(data, path) if data is not None else None
-                self._files[path] = parsed
+                self._files[path] = _Index.of(parsed) if parsed is not None else None
                 for message in file_warnings(parsed) if parsed is not None else ():
                     warn(message)
             return self._files[path]
@@ -273,8 +323,8 @@ class KnownHosts:
     def _marked(self, marker: str, names: Sequence[str], port: int, files: Sequence[Path]) -> list[MarkedLine]:
         found: list[MarkedLine] = []
         for path in files:
-            parsed = self._load(path)
-            for entry in parsed.entries if parsed is not None else ():
+            index = self._load(path)
+            for entry in index.marked if index is not None else ():
                 if entry.marker != marker:
                     continue
                 name = next((n for n in (known_hosts_name(h, port) for h in names) if entry.matches(n)), None)
@@ -305,10 +355,10 @@ class KnownHosts:
         for name in names:
             pattern = known_hosts_name(name, port)
             for path in files:
-                parsed = self._load(path)
+                index = self._load(path)
                 keys: dict[str, paramiko.PKey] = {}
-                for entry in parsed.entries if parsed is not None else ():
-                    if not entry.marker and entry.key.asbytes() not in revoked and entry.matches(pattern):
+                for entry in index.key_lines(pattern) if index is not None else ():
+                    if not revoked or entry.blob not in revoked:
                         keys.setdefault(entry.key.get_name(), entry.key)
                 if keys:
                     return KnownKey(pattern, path, keys)

@@ -173,6 +173,29 @@ def test_known_hosts_lookup_skips_bad_lines_and_warns_once_per_file(tmp_path: Pa
     ]
 
 
+def test_known_hosts_lookup_by_name_keeps_file_order_across_plain_wildcard_negated_and_hashed_lines(tmp_path: Path) -> None:
+    """Plain names are looked up by name; the first line per key type still wins whatever kind of pattern it has."""
+    first, second, third, other = _ed25519_line(), _ed25519_line(), _ed25519_line(), _ed25519_line()
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        f"wn0*.lab,!wn002.lab {first}\nWN001.lab,wn002.lab {second}\n"
+        + known_hosts_line(["wn003.lab"], 22, third, hashed=True) + "\n"
+        + f"wn003.lab {other}\nwn00?.lab {other}\n"
+    )
+    known = KnownHosts()
+    found = {h: known.lookup([h], 22, [path]) for h in ("wn001.lab", "wn002.lab", "wn003.lab", "wn004.lab", "wn1.lab")}
+    keys = {h: (k.keys["ssh-ed25519"].asbytes() if k is not None else None) for h, k in found.items()}
+    assert keys["wn001.lab"] == _key(first).asbytes()  # the wildcard line comes first in the file
+    assert keys["wn002.lab"] == _key(second).asbytes()  # negated in the first line: the plain one
+    assert keys["wn003.lab"] == _key(first).asbytes()
+    assert keys["wn004.lab"] == _key(first).asbytes()
+    assert keys["wn1.lab"] is None
+    hashed_first = tmp_path / "hashed"
+    hashed_first.write_text(known_hosts_line(["wn003.lab"], 22, third, hashed=True) + f"\nwn003.lab {other}\n")
+    entry = KnownHosts().lookup(["wn003.lab"], 22, [hashed_first])
+    assert entry is not None and entry.keys["ssh-ed25519"].asbytes() == _key(third).asbytes()
+
+
 def test_known_hosts_many_bad_lines_are_one_warning(tmp_path: Path) -> None:
     path = tmp_path / "known_hosts"
     path.write_text("a\nb\nc\nd\n")
