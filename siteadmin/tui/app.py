@@ -152,7 +152,7 @@ class SiteadminApp(App[int]):
         self.show_view(view_id)
         view = self.view(view_id)
         if view is not None and action:
-            self.call_after_refresh(lambda: self.run_action(action, view))
+            view.when_ready(lambda: self.call_after_refresh(lambda: self.run_action(action, view)))
 
     def open_switch(self, ce: CE) -> None:
         """The switch of a CE, gated end to end (``siteadmin switch``): plan, confirm, each step as it happens."""

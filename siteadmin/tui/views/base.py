@@ -75,6 +75,9 @@ class View(Vertical, Generic[T]):
         self.site = site
         self.services = services
         self.loaded = False
+        self.ready = False
+        """``show`` has drawn the first load (an action from the palette waits for it)."""
+        self._waiting: list[Callable[[], object]] = []
         self._jobs: dict[str, Job] = {}
 
     # ------------------------------------------------ composing
@@ -126,7 +129,21 @@ class View(Vertical, Generic[T]):
     def load(self, job: Callable[[], T], then: Callable[[T], None]) -> None:
         result = job()
         if not get_current_worker().is_cancelled:  # a newer load replaced this one
-            self.app.call_from_thread(then, result)
+            self.app.call_from_thread(self._loaded, then, result)
+
+    def _loaded(self, then: Callable[[T], None], result: T) -> None:
+        then(result)
+        self.ready = True
+        waiting, self._waiting = self._waiting, []
+        for action in waiting:
+            action()
+
+    def when_ready(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once the view has drawn its first load (at once when it has)."""
+        if self.ready:
+            action()
+        else:
+            self._waiting.append(action)
 
     def call(self, group: str, job: Callable[[], R], then: Callable[[R], None]) -> Worker[None]:
         """Run one blocking call in a thread worker (exclusive in its group: a newer call of the

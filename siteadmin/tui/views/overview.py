@@ -108,6 +108,7 @@ class OverviewView(View[None]):
         self._attention()
 
     def activate(self) -> None:
+        self.ready = True  # its keys act on what is shown, however much has arrived
         if not self.loaded:
             self.loaded = True
             self.reload()
