@@ -60,9 +60,10 @@ class ProfileForm(Screen[bool]):
                 for group, names in GROUPS:
                     yield Label(group, classes="group")
                     for name in names:
-                        yield Label(name, classes="field-name")
-                        yield Input(self.original.get(name, ""), id=field_id(name), password=name in SECRET_FIELDS,
-                                    placeholder="(default)", classes="field")
+                        with Horizontal(classes="field-row"):
+                            yield Label(name, classes="field-name")
+                            yield Input(self.original.get(name, ""), id=field_id(name), password=name in SECRET_FIELDS,
+                                        placeholder="(default)", classes="field")
                         yield Static("", id=f"why-{name}", classes="why", markup=False)
             yield Static("", id="form-preview", classes="conf", markup=False)
         yield Static("", id="form-status", classes="status", markup=False)

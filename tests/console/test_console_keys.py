@@ -95,3 +95,57 @@ async def test_a_second_check_cancels_the_first_and_quitting_cancels_and_closes(
         assert not view.current("check", first) and view.current("check", second)
     assert second.cancel.is_set()  # leaving the console stopped what was running
     assert services._closed  # and closed the kept sessions
+
+
+async def test_the_profile_form_checks_as_you_type_and_saves_after_the_diff(tmp_path: Path) -> None:
+    import stat
+
+    from siteadmin.site import load_site
+    from siteadmin.tui.profile_form import ProfileForm
+
+    path = tmp_path / "site.toml"
+    original = ('# our site, by hand\n[site]\nname = "TESTSITE"\n[wns]\nhosts = ["wn[001-002].example.org"]\n'
+                '[ldap]\nurl = "ldaps://127.0.0.1:1"\ntimeout = 1\n[aria2c]\n# agreed with the network team\n'
+                'options = { "seed-time" = "10" }\n[audit]\npath = "audit.jsonl"\n')
+    path.write_text(original)
+    path.chmod(0o600)
+    app = SiteadminApp(load_site(path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await quiet(app, pilot)
+        await pilot.press("e")
+        await quiet(app, pilot)
+        form = app.screen
+        assert isinstance(form, ProfileForm)
+        form.query_one("#opt-listen-port").focus()
+        await pilot.press(*"80")
+        await quiet(app, pilot)
+        why = form.query_one("#why-listen-port", Static)
+        assert "1024-65535" in str(why.render()) and why.has_class("-error")
+        await pilot.press("ctrl+s")
+        await quiet(app, pilot)
+        assert isinstance(app.screen, ProfileForm)  # refused: nothing to confirm
+        assert path.read_text() == original
+        await pilot.press("backspace", "backspace", *"6881-6899")
+        form.query_one("#opt-all-proxy-passwd").focus()
+        await pilot.press(*"s3cr3t-pass")
+        await quiet(app, pilot)
+        assert not form.problems
+        await pilot.press("ctrl+s")
+        await quiet(app, pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        diff = str(app.screen.query_one("#confirm-body", Static).render())
+        assert "listen-port" in diff and "s3cr3t-pass" not in diff and "********" in diff
+        await pilot.press("escape")  # not saved
+        await quiet(app, pilot)
+        assert path.read_text() == original
+        await pilot.press("ctrl+s")
+        await quiet(app, pilot)
+        await pilot.press("y")
+        await quiet(app, pilot)
+        assert not isinstance(app.screen, ProfileForm)
+    text = path.read_text()
+    assert "# our site, by hand" in text and "# agreed with the network team" in text
+    saved = load_site(path).aria2c.options
+    assert saved["listen-port"] == "6881-6899" and saved["seed-time"] == "10" and saved["all-proxy-passwd"] == "s3cr3t-pass"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
