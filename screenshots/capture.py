@@ -4,7 +4,7 @@
 
 Screens are taken with Textual's own renderer (no terminal needed) into screenshots/*.svg. On
 the way the preflight runs, a rollout is planned, and CE4's enable is shown on its confirmation
-screen and cancelled (nothing is written to LDAP).
+screen and cancelled (nothing is written to LDAP), and CE4's switch is planned (a dry run) and closed.
 """
 
 from __future__ import annotations
@@ -64,6 +64,15 @@ async def capture(lab: Lab, size: tuple[int, int]) -> list[Path]:
                 await settle(app)
                 shot("ces-confirm")
                 await pilot.press("escape")  # cancelled: nothing is written
+                await settle(app)
+                await pilot.press("s")  # the switch's plan (a dry run: nothing changes); closed without y
+                for _ in range(300):
+                    await asyncio.sleep(0.1)
+                    if getattr(app.screen, "plan", None) is not None:
+                        break
+                await pilot.pause()
+                shot("switch-plan")
+                await pilot.press("escape")
                 await settle(app)
             if view == "profile":
                 await pilot.press("e")

@@ -6,7 +6,7 @@ beside it (secrets masked). Ctrl+S shows the diff of site.toml and saves after `
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from textual import on
 from textual.app import ComposeResult
@@ -122,7 +122,7 @@ class ProfileForm(Screen[bool]):
 
         self.run_worker(lambda: self._post_preview(job), group="preview", thread=True, exclusive=True, exit_on_error=False)
 
-    def _post_preview(self, job: Any) -> None:
+    def _post_preview(self, job: Callable[[], tuple[ProfileEdit | None, str]]) -> None:
         from textual.worker import get_current_worker
 
         edit, text = job()

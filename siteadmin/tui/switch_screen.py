@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from siteadmin import switch
 from siteadmin.directory import CE
 from siteadmin.errors import printable, printable_lines
+from siteadmin.hostlist import fold
 from siteadmin.tui.messages import SiteChanged
 from siteadmin.tui.services import ConsoleServices
 from siteadmin.tui.views.base import error_line
@@ -30,7 +31,7 @@ from siteadmin.tui.views.base import error_line
 def plan_text(plan: switch.SwitchPlan) -> str:
     """The plan as the confirmation shows it: steps, WNs, per-WN changes, LDIF, notes."""
     lines = [f"{plan.ce}: installMethod {'|'.join(plan.before) or '(none)'} -> {plan.to}",
-             f"WNs: {', '.join(plan.hosts) if len(plan.hosts) <= 8 else str(len(plan.hosts))} ({plan.hosts_from})", "", "Steps, in order:"]
+             f"{len(plan.hosts)} WNs: {fold(plan.hosts)} ({plan.hosts_from})", "", "Steps, in order:"]
     lines += [f"  {i}. {step.name}: {step.title}" for i, step in enumerate(plan.steps, 1)]
     diffs = [r for r in plan.diffs() if r.outcome != "unchanged"]
     if diffs:

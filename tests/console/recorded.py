@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from siteadmin import audit
+from siteadmin import audit, switch
 from siteadmin.aria2conf import ProfileCheck, check_profiles
 from siteadmin.directory import CE, Change, modify_ldif
-from siteadmin.inventory import Inventory
+from siteadmin.inventory import Inventory, fold
 from siteadmin.preflight import CHECKS, CheckReport, Finding
 from siteadmin.remote.fanout import HostResult, Progress
 from siteadmin.rollout import HostReport, OptionChange, RolloutRun
@@ -159,6 +159,27 @@ class RecordedServices(ConsoleServices):
 
     def ce_change(self, name: str, action: str, expected: tuple[str, ...]) -> Change:
         self.writes.append(f"ldap {action} {name}")
+        raise AssertionError("a recorded console never writes")
+
+    def switch_target(self, ce: CE) -> tuple[str, str]:
+        return "Torrent", "torrent mode"
+
+    def switch_plan(self, ce: str, to: str, cancel: threading.Event, progress: Callable[[switch.SwitchEvent], None]) -> switch.SwitchPlan:
+        found = next(c for c in ces() if c.name == ce)
+        hosts = tuple(hosts_of(self.site))
+        steps = (
+            switch.PlannedStep(switch.PREFLIGHT, f"preflight (local, central, ports, multicast, exposure) on {fold(hosts)}: "
+                                                 "an error stops the switch; warnings are shown"),
+            switch.PlannedStep(switch.ROLLOUT, f"roll the profile out to {fold(hosts)}: 2 changed, 4 unchanged"),
+            switch.PlannedStep(switch.LDAP, f"installMethod of {ce}: {'|'.join(found.install_methods)} -> {to} (compare-and-set)"),
+            switch.PlannedStep(switch.WAIT, "wait up to 300 s for a reachable aria2c with the profile's options on each WN"),
+        )
+        return switch.SwitchPlan(site="EXAMPLE", ce=ce, dn=found.dn, before=found.install_methods, to=to, hosts=hosts,
+                                 hosts_from="all WNs (no [ces.CE1] wns)", steps=steps, checks=("local", "central", "ports", "multicast", "exposure"),
+                                 ldif=modify_ldif(found.dn, found.install_methods, to), rollout=(plan_run(hosts),))
+
+    def switch_run(self, plan: switch.SwitchPlan, cancel: threading.Event, progress: Callable[[switch.SwitchEvent], None]) -> switch.SwitchResult:
+        self.writes.append(f"switch {plan.ce}")
         raise AssertionError("a recorded console never writes")
 
     def reach(self, hosts: Sequence[str], cancel: threading.Event, progress: Callable[[Progress[str]], None]) -> list[HostResult[str]]:

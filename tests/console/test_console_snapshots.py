@@ -46,6 +46,7 @@ SCREENS: dict[str, tuple[str, ...]] = {
     "overview": (),
     "ces": ("2",),
     "ces-confirm": ("2", "down", "down", "e"),
+    "switch-plan": ("2", "s"),
     "wns": ("3", "c"),
     "profile": ("4",),
     "profile-form": ("4", "e"),

@@ -13,6 +13,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.widget import Widget
 from textual.widgets import DataTable
 
 from siteadmin.hostlist import parse_hostlist
@@ -90,7 +91,7 @@ class PreflightView(View[CheckReport | None]):
         findings.add_columns("level", "check", "finding")
         yield findings
 
-    def focus_target(self) -> Any:
+    def focus_target(self) -> Widget:
         return self.query_one("#preflight-findings", DataTable)
 
     def fetch(self) -> CheckReport | None:

@@ -9,6 +9,7 @@ how each is reloaded (live over RPC or a restart) and the batches, before any WN
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
@@ -147,7 +148,7 @@ class RolloutView(View[list[str]]):
             return False
         return True
 
-    def _start(self, action: str, doing: str, call: Any) -> None:
+    def _start(self, action: str, doing: str, call: Callable[[Job, Callable[[Progress[HostReport]], None]], RolloutRun]) -> None:
         job = self.start_job("run")
         self.running = action
         table = self.query_one(DataTable)

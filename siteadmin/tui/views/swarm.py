@@ -13,8 +13,10 @@ import dataclasses
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.widget import Widget
 from textual.widgets import DataTable, Input
 
 from siteadmin.swarm import SwarmReport, WNState
@@ -151,7 +153,7 @@ class SwarmView(View[list[str]]):
             table.add_column(name, key=name)
         yield table
 
-    def focus_target(self) -> Any:
+    def focus_target(self) -> Widget:
         return self.query_one("#swarm-table", DataTable)
 
     def fetch(self) -> list[str]:
@@ -267,8 +269,8 @@ class SwarmView(View[list[str]]):
             self.show_report(self.frame)
         self.query_one("#swarm-table", DataTable).focus()
 
-    def on_key(self, event: Any) -> None:
-        if getattr(event, "key", "") == "escape" and self.query_one("#swarm-filter", Input).has_focus:
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "escape" and self.query_one("#swarm-filter", Input).has_focus:
             event.stop()
             self.query_one("#swarm-filter", Input).value = ""
             self.filter_text = ""
