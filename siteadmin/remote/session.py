@@ -143,7 +143,10 @@ class Session:
         except TimeoutError:
             raise self._sftp_stalled(limit) from None
         finally:
-            client.close()
+            # closing sends a message: on a cut connection that raises EOFError, which must not
+            # replace the error the block is leaving with (or end a finished block in a traceback)
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                client.close()
 
     def _sftp_stalled(self, limit: float) -> SshError:
         return SshError(self.host, f"no SFTP answer within {limit:g} s; the WN or its sshd is stalled", outcome="sftp timed out")
