@@ -98,6 +98,9 @@ class FileState:
     gid: int | None = None
     mode: int | None = None
     """Permission bits only (``stat.S_IMODE``)."""
+    mtime: int | None = dataclasses.field(default=None, compare=False)
+    """Modification time as the server gave it (whole seconds), for ``link_backup``'s check of the inode it
+    links; not part of equality (two reads of the same bytes, owner and mode are the same state)."""
 
     @property
     def exists(self) -> bool:
@@ -327,6 +330,23 @@ def _remove(sftp: paramiko.SFTPClient, path: str) -> None:
         sftp.remove(path)
 
 
+def create_exclusive(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
+    """Create ``path`` for writing (O_EXCL) asking for mode 0600 in the open request, without checking what the server made of it.
+
+    For files with nothing secret in them (the WN lock); ``create_private`` checks.
+
+    Raises:
+        OSError, paramiko.SSHException: as ``create_private``.
+    """
+    attrs = paramiko.SFTPAttributes()
+    attrs.st_mode = NEW_FILE_MODE
+    flags = sftp_proto.SFTP_FLAG_WRITE | sftp_proto.SFTP_FLAG_CREATE | sftp_proto.SFTP_FLAG_EXCL
+    kind, msg = sftp._request(sftp_proto.CMD_OPEN, path, flags, attrs)  # type: ignore[attr-defined]  # no public API takes attrs
+    if kind != sftp_proto.CMD_HANDLE:
+        raise paramiko.SSHException(f"SFTP server answered open with message type {kind}")
+    return paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
+
+
 def create_private(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPFile, paramiko.SFTPAttributes]:
     """Create ``path`` for writing with mode 0600 set by the open request itself (O_EXCL).
 
@@ -342,13 +362,7 @@ def create_private(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPF
         OSError: the server refused (exists, no such directory, permission denied, read-only), or
             the file cannot be made private; paramiko.SSHException: the connection failed.
     """
-    attrs = paramiko.SFTPAttributes()
-    attrs.st_mode = NEW_FILE_MODE
-    flags = sftp_proto.SFTP_FLAG_WRITE | sftp_proto.SFTP_FLAG_CREATE | sftp_proto.SFTP_FLAG_EXCL
-    kind, msg = sftp._request(sftp_proto.CMD_OPEN, path, flags, attrs)  # type: ignore[attr-defined]  # no public API takes attrs
-    if kind != sftp_proto.CMD_HANDLE:
-        raise paramiko.SSHException(f"SFTP server answered open with message type {kind}")
-    handle = paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
+    handle = create_exclusive(sftp, path)
     try:
         info = handle.stat()
         if stat.S_IMODE(info.st_mode or 0) & 0o077:
@@ -427,12 +441,32 @@ def read_file(session: Session, path: str, *, sftp: paramiko.SFTPClient | None =
             raise FileStepError(session.host, f"cannot use {path}: it is {kind}", "name the file itself", outcome="not a regular file")
         try:
             with client.open(path, "rb") as handle:
-                if (info.st_size or 0) > 32768:
-                    handle.prefetch(info.st_size)
-                data = handle.read()
+                data = _read_whole(client, handle, info.st_size or 0)
+                if data is None:
+                    if (info.st_size or 0) > _WRITE_CHUNK:
+                        handle.prefetch(info.st_size)
+                    data = handle.read()
         except _SFTP_ERRORS as exc:
             raise _read_error(session, client, path, exc) from None
-    return FileState(path, data, info.st_uid, info.st_gid, stat.S_IMODE(mode))
+    return FileState(path, data, info.st_uid, info.st_gid, stat.S_IMODE(mode), info.st_mtime)
+
+
+def _read_whole(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile, size: int) -> bytes | None:
+    """A small file in one read request: ask for one byte more than ``lstat`` said it holds; a short
+    answer of exactly that size is the whole file (the server's read stopped at its end), which
+    saves the request paramiko sends to learn that. None when the answer says anything else
+    (grown, shrunk, empty or large): read it the usual way. The position of ``handle`` is untouched.
+    """
+    if not 0 < size < _WRITE_CHUNK:
+        return None
+    try:
+        kind, msg = sftp._request(sftp_proto.CMD_READ, handle.handle, sftp_proto.int64(0), size + 1)  # type: ignore[attr-defined]  # no public API
+    except EOFError:
+        return None  # at its end already (it shrank to nothing), or the connection: the usual read says which
+    if kind != sftp_proto.CMD_DATA:
+        return None
+    chunk: bytes = msg.get_string()
+    return chunk if len(chunk) == size else None
 
 
 def _read_error(session: Session, sftp: paramiko.SFTPClient, path: str, exc: BaseException) -> FileStepError:
@@ -676,8 +710,32 @@ def backup(session: Session, current: FileState, *, keep: int, now: dt.datetime 
     return Backup(found[0], path, current.path, found[1], found[2], len(current.data), current.uid, current.gid, current.mode)
 
 
-def list_backups(session: Session, path: str, *, sftp: paramiko.SFTPClient | None = None) -> list[Backup]:
-    """The backup generations of ``path`` on the WN, newest first (none when the directory is missing).
+@dataclasses.dataclass(frozen=True)
+class Folder:
+    """What one listing of a file's folder says about it: its backups, our temp files, its hard links.
+
+    A write needs all three (``remove_stale_temps``, ``link_backup`` and its pruning): one listing
+    serves them, taken while holding the WN's lock, so nothing of ours changes the folder meanwhile.
+    """
+
+    path: str
+    """The file the listing is about."""
+    backups: tuple[Backup, ...]
+    """Its backup generations, newest first."""
+    temps: tuple[str, ...]
+    """Paths of temp files of it (and of its backups) that are ours (``is_temp_name``)."""
+    links: int | None
+    """Hard links of the file itself (from the listing's long name), None when absent or not said."""
+
+
+def _links(entry: paramiko.SFTPAttributes) -> int | None:
+    """The link count an ``ls -l`` style long name gives (OpenSSH's sftp-server writes one), else None."""
+    fields = (getattr(entry, "longname", None) or "").split()
+    return int(fields[1]) if len(fields) > 2 and fields[1].isdigit() else None
+
+
+def list_folder(session: Session, path: str, *, sftp: paramiko.SFTPClient | None = None) -> Folder:
+    """List the folder of ``path`` once: its backups, our left temp files and its link count.
 
     Raises:
         FileStepError: ``permission denied``, ``read failed``, ``connection lost``, ``sftp timed out``.
@@ -687,21 +745,41 @@ def list_backups(session: Session, path: str, *, sftp: paramiko.SFTPClient | Non
         try:
             entries = client.listdir_attr(directory)
         except FileNotFoundError:
-            return []
+            return Folder(path, (), (), None)
         except _SFTP_ERRORS as exc:
             raise _read_error(session, client, directory, exc) from None
     found: list[Backup] = []
+    temps: list[str] = []
+    links: int | None = None
     for entry in entries:
+        if entry.filename == name:
+            links = _links(entry)
+            continue
+        if is_temp_name(name, entry.filename):
+            temps.append(posixpath.join(directory, entry.filename))
+            continue
         parsed = parse_backup_name(name, entry.filename)
         if parsed is None or not stat.S_ISREG(entry.st_mode or 0):
             continue
         where = posixpath.join(directory, entry.filename)
         found.append(Backup(parsed[0], where, path, parsed[1], parsed[2], entry.st_size or 0, entry.st_uid, entry.st_gid, stat.S_IMODE(entry.st_mode or 0)))
-    return newest_first(found)
+    return Folder(path, tuple(newest_first(found)), tuple(temps), links)
 
 
-def prune_backups(session: Session, path: str, keep: int, *, sftp: paramiko.SFTPClient | None = None) -> list[Backup]:
+def list_backups(session: Session, path: str, *, sftp: paramiko.SFTPClient | None = None) -> list[Backup]:
+    """The backup generations of ``path`` on the WN, newest first (none when the directory is missing).
+
+    Raises:
+        FileStepError: ``permission denied``, ``read failed``, ``connection lost``, ``sftp timed out``.
+    """
+    return list(list_folder(session, path, sftp=sftp).backups)
+
+
+def prune_backups(session: Session, path: str, keep: int, *, sftp: paramiko.SFTPClient | None = None, folder: Folder | None = None) -> list[Backup]:
     """Remove all but the newest ``keep`` generations of ``path``.
+
+    Args:
+        folder: the folder as listed (``list_folder``) while holding the WN's lock, instead of listing it again.
 
     Returns:
         The generations removed, newest first.
@@ -711,7 +789,8 @@ def prune_backups(session: Session, path: str, keep: int, *, sftp: paramiko.SFTP
             when one cannot be removed.
     """
     with _using(session, sftp) as client:
-        old = list_backups(session, path, sftp=client)[max(keep, 0) :]
+        listed = folder.backups if folder is not None else list_folder(session, path, sftp=client).backups
+        old = list(listed[max(keep, 0) :])
         for generation in old:
             try:
                 client.remove(generation.path)
@@ -722,10 +801,13 @@ def prune_backups(session: Session, path: str, keep: int, *, sftp: paramiko.SFTP
     return old
 
 
-def remove_stale_temps(session: Session, path: str, *, sftp: paramiko.SFTPClient | None = None) -> list[str]:
+def remove_stale_temps(session: Session, path: str, *, sftp: paramiko.SFTPClient | None = None, folder: Folder | None = None) -> list[str]:
     """Remove temp files of ``path`` (and of its backups) left by a connection cut mid-write.
 
     Call it only while holding the WN's lock: another writer's temp file looks the same.
+
+    Args:
+        folder: the folder as listed (``list_folder``) while holding the lock, instead of listing it again.
 
     Returns:
         The paths removed.
@@ -733,18 +815,83 @@ def remove_stale_temps(session: Session, path: str, *, sftp: paramiko.SFTPClient
     Raises:
         FileStepError: as ``list_backups``.
     """
-    directory, name = _check_path(session, path, "clean up beside")
     with _using(session, sftp) as client:
-        try:
-            names = client.listdir(directory)
-        except FileNotFoundError:
-            return []
-        except _SFTP_ERRORS as exc:
-            raise _read_error(session, client, directory, exc) from None
-        removed = [posixpath.join(directory, n) for n in names if is_temp_name(name, n)]
+        removed = list((folder if folder is not None else list_folder(session, path, sftp=client)).temps)
         for stale in removed:
             _remove(client, stale)
     return removed
+
+
+def link_backup(
+    session: Session, current: FileState, folder: Folder, *, keep: int, now: dt.datetime | None = None, sftp: paramiko.SFTPClient | None = None
+) -> Backup | None:
+    """``backup``, taken as a second name of the file in place (OpenSSH's ``hardlink@openssh.com``) where that is the same thing.
+
+    Call it right before ``install``, holding the WN's lock: ``install`` renames a new inode over the
+    file's name, so the old inode lives on under the backup's name alone, byte for byte with its
+    owner and mode, with no copy written (one request instead of a private temp file, its fsync
+    and rename). Until then the two names share one inode, so do not call it when nothing will be
+    installed. The linked inode is checked against the file as read (size, modification time,
+    owner, group, mode); a copy is written as ``backup`` does instead when the file has other
+    links already (a change through one of them would change the backup), when the server has
+    no hard links or refuses one (``fs.protected_hardlinks``), or when the check fails.
+
+    Args:
+        session: an open session to the WN.
+        current: the file as ``read_file`` found it.
+        folder: its folder as ``list_folder`` listed it, holding the lock (the pruning works from it).
+        keep: generations to keep, at least 1.
+        now: the backup's time (UTC now when None).
+        sftp: as ``read_file``.
+
+    Returns:
+        The new generation, or None when there was no file to back up.
+
+    Raises:
+        FileStepError: as ``backup``.
+        ValueError: ``keep`` below 1.
+    """
+    if keep < 1:
+        raise ValueError(f"keep = {keep}: at least one backup generation must be kept")
+    if current.data is None:
+        return None
+    directory, name = _check_path(session, current.path, "back up")
+    digest = hashlib.sha256(current.data).hexdigest()
+    when = now or dt.datetime.now(dt.UTC)
+    path = posixpath.join(directory, backup_name(name, when, digest))
+    doing = f"cannot back up {current.path}"
+    with _using(session, sftp) as client:
+        if folder.links != 1 or current.mtime is None or not _hardlink(session, client, current, path, doing):
+            return backup(session, current, keep=keep, now=when, sftp=client)
+        found = parse_backup_name(name, posixpath.basename(path))
+        assert found is not None  # we just made the name
+        made = Backup(found[0], path, current.path, found[1], found[2], len(current.data), current.uid, current.gid, current.mode)
+        prune_backups(session, current.path, keep, sftp=client, folder=dataclasses.replace(folder, backups=tuple(newest_first([made, *folder.backups]))))
+    return made
+
+
+def _hardlink(session: Session, sftp: paramiko.SFTPClient, current: FileState, path: str, doing: str) -> bool:
+    """Link ``current``'s file to ``path`` and check it is the inode read; False (nothing left) when it is not done."""
+    directory = posixpath.dirname(path)
+    try:
+        sftp._request(sftp_proto.CMD_EXTENDED, "hardlink@openssh.com", current.path, path)  # type: ignore[attr-defined]  # no public API
+    except _SFTP_ERRORS as exc:
+        if _lost(exc) or isinstance(exc, TimeoutError):
+            raise _failure(session, sftp, exc, doing, directory, 0) from None
+        return False  # unsupported, refused, or the name taken: a copy will say what is wrong, if anything
+    try:
+        info = sftp.lstat(path)
+    except _SFTP_ERRORS as exc:
+        if _lost(exc) or isinstance(exc, TimeoutError):
+            raise _failure(session, sftp, exc, doing, directory, 0) from None
+        info = None
+    data = current.data or b""
+    if info is not None and (info.st_size, info.st_mtime, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode or 0)) == (
+        len(data), current.mtime, current.uid, current.gid, current.mode
+    ):
+        return True
+    _remove(sftp, path)  # the file in place is not the one read: its copy is the backup
+    return False
 
 
 def restore(

@@ -25,7 +25,9 @@ from siteadmin.remote.files import (
     FileStepError,
     backup,
     install,
+    link_backup,
     list_backups,
+    list_folder,
     read_file,
     remove_stale_temps,
     restore,
@@ -285,6 +287,57 @@ def test_backups_are_listed_newest_first_and_pruned_to_keep(session: Session, tm
     assert (tmp_path / "aria2c.conf.bak").exists() and (tmp_path / "other.conf.siteadmin-20261201T140915.123Z-0123456789ab").exists()
     assert len(_names(tmp_path)) == 5
     assert backup(session, FileState(str(path), None), keep=2) is None
+
+
+def _put_linked(session: Session, path: Path, data: bytes, *, keep: int = 3) -> str | None:
+    """The rollout's order: one listing, the new file staged, the backup linked right before the rename."""
+    current = read_file(session, str(path))
+    with session.sftp() as sftp:
+        folder = list_folder(session, str(path), sftp=sftp)
+        with staged(session, str(path), data, sftp=sftp) as temp:
+            made = link_backup(session, current, folder, keep=keep, sftp=sftp)
+            install(session, temp, current, sftp=sftp)
+    return made.path if made is not None else None
+
+
+def test_a_linked_backup_is_the_old_inode_byte_for_byte_with_owner_and_mode_and_pruned(session: Session, tmp_path: Path) -> None:
+    path = tmp_path / "aria2c.conf"
+    original = SECRET + bytes(range(256))
+    _existing(path, original)
+    old_inode = path.stat().st_ino
+    made = _put_linked(session, path, b"new=1\n", keep=2)
+    assert made is not None
+    saved = Path(made)
+    assert saved.read_bytes() == original and _owner_mode(saved) == (NOBODY, NOGROUP, oct(0o640))
+    assert saved.stat().st_ino == old_inode and saved.stat().st_nlink == 1, "the backup is not the old file itself"
+    assert path.read_bytes() == b"new=1\n" and _owner_mode(path) == (NOBODY, NOGROUP, oct(0o640))
+    (listed,) = list_backups(session, str(path))
+    assert listed.hash == hashlib.sha256(original).hexdigest()[:12]
+    for n in range(2, 5):
+        _put_linked(session, path, f"new={n}\n".encode(), keep=2)
+    assert [Path(b.path).read_bytes() for b in list_backups(session, str(path))] == [b"new=3\n", b"new=2\n"]
+    assert [n for n in _names(tmp_path) if n.startswith(".")] == []
+
+
+def test_a_file_with_another_link_or_changed_since_read_is_backed_up_as_a_copy_of_what_was_read(session: Session, tmp_path: Path) -> None:
+    path = tmp_path / "aria2c.conf"
+    _existing(path, b"old=1\n")
+    other = tmp_path / "elsewhere.conf"
+    os.link(path, other)
+    made = _put_linked(session, path, b"new=1\n")
+    assert made is not None and Path(made).stat().st_ino != other.stat().st_ino, "a backup sharing an inode with another name"
+    assert Path(made).read_bytes() == b"old=1\n" and other.read_bytes() == b"old=1\n"
+    assert _owner_mode(Path(made)) == (NOBODY, NOGROUP, oct(0o640))
+    other.unlink()
+    # changed in place between the read and the backup (another size): the backup is what was read
+    _existing(path, b"old=2\n")
+    current = read_file(session, str(path))
+    with session.sftp() as sftp:
+        folder = list_folder(session, str(path), sftp=sftp)
+        path.write_bytes(b"changed by hand meanwhile\n")
+        made_backup = link_backup(session, current, folder, keep=3, sftp=sftp)
+    assert made_backup is not None and Path(made_backup.path).read_bytes() == b"old=2\n"
+    assert Path(made_backup.path).stat().st_ino != path.stat().st_ino
 
 
 def test_restore_is_byte_identical_with_owner_and_mode(session: Session, tmp_path: Path) -> None:
