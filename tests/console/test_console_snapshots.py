@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from siteadmin.tui.app import SiteadminApp
 
@@ -38,6 +39,9 @@ def steps(*keys: str) -> Callable[[Pilot[Any]], Any]:
         for key in keys:
             await pilot.press(key)
             await quiet(pilot)
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False  # a blinking cursor would make the picture depend on the instant
+        await pilot.pause()
 
     return run
 
