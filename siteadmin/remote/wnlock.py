@@ -162,6 +162,8 @@ class HeldLock:
 
     path: str
     token: str
+    taken: float | None = None
+    """``time.monotonic()`` when it was taken (``take_lock`` sets it); ``drop_lock`` trusts a young lock to be ours."""
 
 
 def take_lock(
@@ -201,7 +203,7 @@ def take_lock(
         except (EOFError, paramiko.SSHException) as exc:
             raise _lock_failure(session, sftp, exc, path, directory) from None
         else:
-            return HeldLock(path, token)
+            return HeldLock(path, token, time.monotonic())
         info = read_lock(sftp, path)
         if info is None:
             continue  # released between our open and our read: try again at once
@@ -232,7 +234,7 @@ def _create_lock(sftp: paramiko.SFTPClient, path: str, config_path: str, data: b
         FileExistsError: the lock exists (held); OSError, EOFError, paramiko.SSHException: as SFTP's.
     """
     temp = posixpath.join(posixpath.dirname(path), files.temp_name(posixpath.basename(config_path)))
-    handle, _ = files.create_private(sftp, temp)
+    handle = files.create_exclusive(sftp, temp)  # nothing secret in it: the open's 0600 is not checked back
     try:
         with handle:
             handle.write(data)
@@ -275,13 +277,27 @@ def read_lock(sftp: paramiko.SFTPClient, path: str) -> LockInfo | None:
     return parse_lock(data, mtime)
 
 
-def drop_lock(sftp: paramiko.SFTPClient, lock: HeldLock) -> bool:
+def drop_lock(sftp: paramiko.SFTPClient, lock: HeldLock, *, stale_after: float | None = None) -> bool:
     """Remove our lock, only if the file still holds our token (quietly: this runs on the way out).
+
+    With ``stale_after`` (what ``take_lock`` was given), a lock taken less than half of it ago is
+    removed by name without reading it back: no run takes over or removes a lock that is not
+    stale (a held one is reported ``locked``; only a stale one is named for the admin to remove),
+    so until then the file at the path is the one we made. The half leaves room for another
+    VoBox's clock.
 
     Returns:
         True when no lock of ours is left (removed, gone, or another run's); False when the WN
         could not be asked (the connection is gone).
     """
+    if stale_after is not None and lock.taken is not None and time.monotonic() - lock.taken < stale_after / 2:
+        try:
+            sftp.remove(lock.path)
+        except FileNotFoundError:
+            return True
+        except (OSError, EOFError, paramiko.SSHException):
+            return False
+        return True
     try:
         held = read_lock(sftp, lock.path)
         if held is not None and held.token == lock.token:
