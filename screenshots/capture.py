@@ -24,7 +24,7 @@ VIEWS = ["overview", "ces", "wns", "profile", "rollout", "preflight", "swarm", "
 async def settle(app: SiteadminApp, rounds: int = 400) -> None:
     for _ in range(rounds):
         await asyncio.sleep(0.05)
-        if not any(w.is_running for w in app.workers if w.group != "swarm" and w.group != "overview-swarm"):
+        if not any(not w.is_finished for w in app.workers if w.group != "swarm" and w.group != "overview-swarm"):
             break
     await asyncio.sleep(0.2)
 

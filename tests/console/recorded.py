@@ -4,8 +4,8 @@
 site as if it lived in /etc/siteadmin, so no screen shows a temporary path. ``RecordedServices``
 answers the console's calls with fixed results (CEs, a rollout plan, a preflight report, a
 swarm poll, audit records) built from the core's own types: the screens drawn from them do not
-change with the lab's random addresses and timings. The profile check is the real one (it only
-renders and runs aria2c on a file).
+change with the lab's random addresses and timings. The profile check is the real one (render
+and lint; without aria2c's own reading, whose timeout a loaded machine may reach).
 """
 
 from __future__ import annotations
@@ -194,8 +194,9 @@ class RecordedServices(ConsoleServices):
         return results
 
     def profiles(self) -> ProfileCheck:
-        # the WNs' interfaces as recorded, not this machine's (the LPD rule judges them)
-        return check_profiles(self.real, interfaces=lambda hosts: {h: ("eth0",) for h in hosts})
+        # the WNs' interfaces as recorded, not this machine's (the LPD rule judges them); aria2c's own
+        # reading is left out: on a loaded machine its timeout would change the picture
+        return check_profiles(self.real, interfaces=lambda hosts: {h: ("eth0",) for h in hosts}, aria2c=False)
 
     def rollout_plan(self, hosts: Sequence[str], cancel: threading.Event, progress: Callable[[Progress[HostReport]], None]) -> RolloutRun:
         run = plan_run(hosts)

@@ -17,7 +17,7 @@ async def settle(app: App[int], pilot: object) -> None:
     import asyncio
 
     for _ in range(200):
-        if not any(w.is_running for w in app.workers):
+        if not any(not w.is_finished for w in app.workers):  # pending ones too
             break
         await asyncio.sleep(0.02)
     await pilot.pause()  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ def app_for(tmp_path: Path) -> tuple[SiteadminApp, RecordedServices]:
 async def quiet(app: SiteadminApp, pilot: Any) -> None:
     for _ in range(200):
         await pilot.pause()
-        if not any(w.is_running for w in app.workers):
+        if not any(not w.is_finished for w in app.workers):  # pending ones too
             return
         await asyncio.sleep(0.02)
 

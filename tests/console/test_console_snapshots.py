@@ -27,7 +27,7 @@ async def quiet(pilot: Pilot[Any]) -> None:
     """Wait until no worker runs (the recorded answers come at once)."""
     for _ in range(300):
         await pilot.pause()
-        if not any(w.is_running for w in pilot.app.workers):
+        if not any(not w.is_finished for w in pilot.app.workers):  # pending ones too
             break
         await asyncio.sleep(0.02)
     await pilot.pause()
