@@ -168,7 +168,7 @@ class ConsoleServices:
         errors = sum(1 for f in findings if isinstance(f, dict) and f.get("level") == "error")
         unchecked = len(data.get("unchecked") or {})
         outcome = "passed" if data.get("ok") else "FAILED"
-        detail = f"{data.get('wns', '?')} WNs, {errors} errors" + (f", {unchecked} not checked" if unchecked else "")
+        detail = f"{data.get('wns', '?')} WNs, {errors} error{'' if errors == 1 else 's'}" + (f", {unchecked} not checked" if unchecked else "")
         return LastRun("check", float(data.get("started") or 0.0), outcome, detail)
 
     # ------------------------------------------------ RPC

@@ -219,7 +219,7 @@ class RecordedServices(ConsoleServices):
         return check_report(self.hosts()).as_dict()
 
     def last_check(self) -> LastRun | None:
-        return LastRun("check", time.time() - 5 * HOUR, "FAILED", "6 WNs, 1 errors")
+        return LastRun("check", time.time() - 5 * HOUR, "FAILED", "6 WNs, 1 error")
 
     def swarm(self, hosts: Sequence[str], cancel: threading.Event) -> SwarmReport:
         return self.swarm_answer if self.swarm_answer is not None else swarm_report(hosts)
