@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -156,6 +157,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # Popen is patched for the whole session, so a daemon started by a module- or session-wide
     # fixture is caught too: it starts during the setup of the first test that needs it.
     subprocess.Popen.__init__ = _guarded_popen_init  # type: ignore[method-assign]
+    # A run started in the background by a non-interactive shell (`.ci/run &`) inherits SIGINT
+    # ignored, and so would every siteadmin it starts: the Ctrl-C tests would then test nothing.
+    # With Python's handler here, the children exec with the default disposition again.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
