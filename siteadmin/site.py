@@ -243,38 +243,64 @@ def check_user(value: str) -> str | None:
     return None if USER_RE.fullmatch(value) else "a Unix user name"
 
 
+JUMP_HOST_FORM = "[user@]host[:port], like admin@bastion.example.org:2222"
+
+
+def split_jump_host(text: str) -> tuple[str | None, str, int | None] | None:
+    """``[user@]host[:port]`` (IPv6 as ``[addr]:port``, ``ssh://`` prefix allowed) as (user, host, port).
+
+    The one parser of a jump host: the config check below and the SSH layer both use it.
+
+    Returns:
+        None for "" and "none" (connect directly).
+
+    Raises:
+        ValueError: with what is allowed, when ``text`` is not of that form.
+    """
+    text = text.strip()
+    if not text or text.lower() == "none":
+        return None
+    if has_control(text):
+        raise ValueError("one line of text, " + JUMP_HOST_FORM)
+    if "," in text:
+        raise ValueError("one jump host, " + JUMP_HOST_FORM + " (chain hops in ~/.ssh/config on the first bastion)")
+    text = text.removeprefix("ssh://")
+    user: str | None = None
+    if "@" in text:
+        user, _, text = text.rpartition("@")
+        if not re.fullmatch(r"[a-z_][a-z0-9_.-]*", user, re.IGNORECASE):
+            raise ValueError(JUMP_HOST_FORM)
+    port_text: str | None = None
+    if text.startswith("["):
+        host, close, tail = text[1:].partition("]")
+        if not close or (tail and not tail.startswith(":")):
+            raise ValueError(JUMP_HOST_FORM)
+        port_text = tail[1:] if tail else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text  # a name, or a bare IPv6 address without port
+    port: int | None = None
+    if port_text is not None:
+        if not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            raise ValueError(JUMP_HOST_FORM)
+        port = int(port_text)
+    if check_host(host):
+        raise ValueError(JUMP_HOST_FORM)
+    return user, host, port
+
+
 def check_jump_host(value: str) -> str | None:
-    """``[user@]host[:port]`` (IPv6 as ``[addr]:port``, ``ssh://`` prefix allowed), the SSH layer's form.
+    """A jump host the SSH layer accepts, or empty.
 
     Checked here so that a bad bastion (``-oProxyCommand=...``) stops the load with exit 2 instead of
     failing every WN later.
     """
-    allowed = "[user@]host[:port], like admin@bastion.example.org:2222, or empty"
-    text = value.strip()
-    if not text or text.lower() == "none":
-        return None
-    if has_control(value):
-        return "one line of text, " + allowed
-    if "," in text:
-        return "one jump host, " + allowed + " (chain hops in ~/.ssh/config on the first bastion)"
-    text = text.removeprefix("ssh://")
-    if "@" in text:
-        user, _, text = text.rpartition("@")
-        if not re.fullmatch(r"[a-z_][a-z0-9_.-]*", user, re.IGNORECASE):
-            return allowed
-    port = None
-    if text.startswith("["):
-        host, close, tail = text[1:].partition("]")
-        if not close or (tail and not tail.startswith(":")):
-            return allowed
-        port = tail[1:] if tail else None
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host = text
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
-        return allowed
-    return allowed if check_host(host) else None
+    try:
+        split_jump_host(value)
+    except ValueError as exc:
+        return f"{exc}, or empty"
+    return None
 
 
 def check_interpreter(value: str) -> str | None:

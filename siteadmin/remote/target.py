@@ -16,17 +16,15 @@ Nothing here opens a connection.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import paramiko
 
 from siteadmin import trust
-from siteadmin.errors import ConfigError
+from siteadmin.errors import ConfigError, printable
 from siteadmin.inventory import WN
-from siteadmin.site import Site, check_host
+from siteadmin.site import Site, split_jump_host
 
-USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]*$", re.IGNORECASE)
 
 @dataclasses.dataclass(frozen=True)
 class JumpHost:
@@ -50,36 +48,15 @@ def parse_jump_host(text: str, key: str = "ssh.jump_host") -> JumpHost | None:
     Raises:
         ConfigError: naming ``key`` and the accepted form.
     """
-    raw = text
-    text = text.strip()
-    if not text or text.lower() == "none":
-        return None
-    bad = ConfigError(f'{key} = "{raw}": must be [user@]host[:port], like admin@bastion.example.org:2222')
     if "," in text:
-        raise ConfigError(f'{key} = "{raw}": only one jump host is supported', "chain hops in ~/.ssh/config on the first bastion instead")
-    text = text.removeprefix("ssh://")
-    user: str | None = None
-    if "@" in text:
-        user, _, text = text.rpartition("@")
-        if not USER_RE.match(user):
-            raise bad
-    port_text: str | None = None
-    if text.startswith("["):
-        host, close, tail = text[1:].partition("]")
-        if not close or (tail and not tail.startswith(":")):
-            raise bad
-        port_text = tail[1:] if tail else None
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host = text  # a name, or a bare IPv6 address without port
-    port: int | None = None
-    if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise bad
-        port = int(port_text)
-    if check_host(host):
-        raise bad
+        raise ConfigError(f'{key} = "{printable(text)}": only one jump host is supported', "chain hops in ~/.ssh/config on the first bastion instead")
+    try:
+        parts = split_jump_host(text)
+    except ValueError as exc:
+        raise ConfigError(f'{key} = "{printable(text)}": must be {exc}') from None
+    if parts is None:
+        return None
+    user, host, port = parts
     return JumpHost(host=host, port=port, user=user)
 
 

@@ -52,6 +52,21 @@ def test_parse_jump_host_rejects(text: str) -> None:
         parse_jump_host(text)
 
 
+def test_the_ssh_layer_and_the_config_check_read_a_jump_host_alike() -> None:
+    # one parser: a user with a trailing newline passed the SSH layer's own ^...$ match before
+    from siteadmin.site import check_jump_host
+
+    for text in ("root\n@bastion", "admin@bastion:2222", "-oProxyCommand=x", "[::1]:22", "a b"):
+        try:
+            parse_jump_host(text)
+            parsed = True
+        except ConfigError:
+            parsed = False
+        assert parsed == (check_jump_host(text) is None), text
+    with pytest.raises(ConfigError):
+        parse_jump_host("root\n@bastion")
+
+
 def test_parse_jump_host_refuses_chains() -> None:
     with pytest.raises(ConfigError, match="only one jump host"):
         parse_jump_host("a,b")
