@@ -30,7 +30,6 @@ import getpass
 import json
 import os
 import secrets
-import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -119,18 +118,8 @@ def _open_log(path: Path, flags: int) -> int:
                 f"audit.path {path}: is a symbolic link; siteadmin does not follow it", "point audit.path at the log file itself"
             ) from None
         raise
-    try:
-        _check_opened(path, os.fstat(fd))
-    except BaseException:
-        os.close(fd)
-        raise
+    trust.check_opened_file(path, fd, WHAT, "point audit.path at a file", key="audit.path")
     return fd
-
-
-def _check_opened(path: Path, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"audit.path {path}: not a regular file", "point audit.path at a file")
-    trust.check_stat(path, info, WHAT)
 
 
 def check_writable(path: Path) -> None:

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import socket
-import stat
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -142,18 +141,8 @@ def _open(path: Path) -> int:
         raise ConfigError(
             f"{WHAT} {path}: cannot open: {exc.strerror}", f"set ${STATE_ENV} to a folder this user may write to"
         ) from None
-    try:
-        _check_opened(path, os.fstat(fd))
-    except BaseException:
-        os.close(fd)
-        raise
+    trust.check_opened_file(path, fd, WHAT, "remove it; siteadmin creates the lock file itself")
     return fd
-
-
-def _check_opened(path: Path, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{WHAT} {path}: not a regular file", "remove it; siteadmin creates the lock file itself")
-    trust.check_stat(path, info, WHAT)
 
 
 def _who(command: str) -> bytes:

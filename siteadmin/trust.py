@@ -25,7 +25,7 @@ import pwd
 import stat
 from pathlib import Path
 
-from siteadmin.errors import UntrustedFile, warn
+from siteadmin.errors import ConfigError, UntrustedFile, warn
 
 WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 """Mode bits that let someone other than the owner change a file or a folder's entries."""
@@ -60,6 +60,33 @@ def _check_stat(path: Path, info: os.stat_result, what: str, folder: bool) -> No
             f"{path}: {what} is writable by group or others (mode {mode:04o}); siteadmin does not trust it",
             f"check its content, then `chmod go-w {path}`",
         )
+
+
+def check_opened_file(path: Path, fd: int, what: str, hint: str, *, key: str | None = None) -> None:
+    """Check a file just opened (with ``O_NOFOLLOW``): a regular file, trusted; closes ``fd`` when not.
+
+    Args:
+        path: the file's name, for the message.
+        fd: the open descriptor; ``os.fstat`` of it is judged, so the check is about the file used.
+        what: what the file is for, in the admin's words ("audit.path").
+        hint: what to do when it is not a regular file.
+        key: the config key naming the file, when there is one ("audit.path"), for that message.
+
+    Raises:
+        ConfigError: not a regular file (a FIFO, a device, a folder).
+        UntrustedFile: owned by someone else than the user or root, or writable by group/others.
+    """
+    try:
+        _check_regular_and_trusted(path, os.fstat(fd), what, hint, key)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_regular_and_trusted(path: Path, info: os.stat_result, what: str, hint: str, key: str | None) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{key or what} {path}: not a regular file", hint)
+    check_stat(path, info, what)
 
 
 def check_stat(path: Path, info: os.stat_result, what: str) -> None:
