@@ -590,7 +590,7 @@ def _fmt(sample: Sample) -> str:
     return f"{sample.wall:6.2f} s wall, CPU: tool {sample.client_cpu:5.2f} s, WNs {sample.node_cpu:5.2f} s, rest of the machine {sample.other_cpu:5.2f} s"
 
 
-def profile_run(tool: Tool, generation: int, parallel: int, top: int = 40) -> str:
+def profile_run(tool: Tool, generation: int, parallel: int, top: int = 40, sort: str = "tottime") -> str:
     """cProfile of one run in every thread (the workers and paramiko's transport threads too), merged.
 
     ``threading.setprofile`` gives each thread started during the run a profiler of its own,
@@ -616,7 +616,7 @@ def profile_run(tool: Tool, generation: int, parallel: int, top: int = 40) -> st
     stats = pstats.Stats(main_thread, stream=out)
     for profiler in profiles:
         stats.add(profiler)
-    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats(sort).print_stats(top)
     return out.getvalue()
 
 
@@ -664,6 +664,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ansible-hosts", type=int, default=0, help="run ansible on the first N WNs only (default: all)")
     parser.add_argument("--full-hosts", type=int, default=200, help="WNs for siteadmin-full, each with an aria2c daemon (default 200)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one changed siteadmin run")
+    parser.add_argument("--profile-sort", default="tottime", help="the profile's order: tottime (default), cumulative...")
     parser.add_argument("--count-requests", action="store_true", help="print the SFTP requests per WN of siteadmin and the floor")
     args = parser.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -713,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"{tool.name}: where the time goes, one {label} run ({_fmt(sample)}), summed over the WNs' threads:")
                         print("\n".join(steps.lines(len(tool.nodes))))
                     if args.profile:
-                        print(profile_run(tool, generation + 1, args.parallel))
+                        print(profile_run(tool, generation + 1, args.parallel, sort=args.profile_sort))
                     generation += 10
                 if args.count_requests:
                     count_requests(tools, args.hosts, args.parallel, generation + 100)

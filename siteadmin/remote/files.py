@@ -10,6 +10,12 @@ Each step is its own function, in the order a careful admin (and Ansible's copy 
                                                      # set on the temp file, then posix-rename
     restore(session, list_backups(session, path)[0]) # a generation back, byte for byte, owner and mode
 
+A rollout, holding the WN's lock, lists the folder once (``list_folder``: stale temp files,
+backups, the file's link count) and takes the backup last, right before ``install``, as a hard
+link of the file in place (``link_backup``: the rename leaves the old inode to the backup's name
+alone, byte for byte with owner and mode; a copy as ``backup`` makes where a link would not be
+the same thing).
+
 A failing step removes the temp file before it raises; ``staged`` removes it when the block is
 left any other way. Only a cut connection can leave one behind: ``remove_stale_temps`` (called
 while holding the WN's lock) clears those. Everything runs as SFTP requests on the session's
@@ -68,6 +74,8 @@ HASH_CHARS = 12
 _TIME_FORMAT = "%Y%m%dT%H%M%S"
 _ID_RE = re.compile(r"(\d{8}T\d{6})\.(\d{3})Z-([0-9a-f]{" + str(HASH_CHARS) + "})")
 _TEMP_TOKEN_RE = re.compile(r"[0-9a-f]{8}\.tmp")
+HELD_TOKEN = "0" * 8
+"""The temp file token of a writer holding the WN's lock (``write_temp(held=True)``); a random one otherwise."""
 _WRITE_CHUNK = 32768
 """Bytes per SFTP write request (what OpenSSH's sftp-server and paramiko use)."""
 _WRITE_WINDOW = 64
@@ -486,7 +494,7 @@ def _check_path(session: Session, path: str, verb: str) -> tuple[str, str]:
         raise FileStepError(session.host, f"cannot {verb} {exc}", outcome="bad path") from None
 
 
-def write_temp(session: Session, path: str, data: bytes, *, sftp: paramiko.SFTPClient | None = None) -> TempFile:
+def write_temp(session: Session, path: str, data: bytes, *, sftp: paramiko.SFTPClient | None = None, held: bool = False) -> TempFile:
     """Write ``data`` to a new temp file beside ``path``: mode 0600 from its first byte, fsynced.
 
     Args:
@@ -494,6 +502,10 @@ def write_temp(session: Session, path: str, data: bytes, *, sftp: paramiko.SFTPC
         path: absolute path of the file the temp file will replace.
         data: the whole new content.
         sftp: as ``read_file``.
+        held: the caller holds the WN's lock: the temp file gets the one name ``held_temp_path``
+            gives, which the next lock holder removes with one request (``remove_held_temp``)
+            where a cut connection left it, instead of listing the folder. Never without the lock:
+            two writers would meet on that name.
 
     Returns:
         The temp file (name ``.<name>.siteadmin-<random>.tmp``), to validate and install.
@@ -503,12 +515,42 @@ def write_temp(session: Session, path: str, data: bytes, *, sftp: paramiko.SFTPC
             ``disk full``, ``write failed``, ``connection lost``, ``sftp timed out``. The temp file
             is removed first (unless the connection is gone: ``remove_stale_temps`` is for that).
     """
-    return _write_temp(session, path, data, sftp, f"cannot write {path}")
+    return _write_temp(session, path, data, sftp, f"cannot write {path}", HELD_TOKEN if held else None)
 
 
-def _write_temp(session: Session, path: str, data: bytes, sftp: paramiko.SFTPClient | None, doing: str) -> TempFile:
+def held_temp_path(path: str) -> str:
+    """The temp file of ``path`` that a holder of the WN's lock writes (``write_temp(held=True)``).
+
+    Raises:
+        ValueError: as ``split_target``.
+    """
+    directory, name = split_target(path)
+    return posixpath.join(directory, temp_name(name, HELD_TOKEN))
+
+
+def remove_held_temp(session: Session, path: str, *, sftp: paramiko.SFTPClient | None = None) -> None:
+    """Remove the temp file a lock holder's cut connection left beside ``path``, if any (one request).
+
+    Call it only while holding the WN's lock. ``remove_stale_temps`` removes it too, with the others.
+
+    Raises:
+        FileStepError: ``bad path``, ``connection lost``, ``sftp timed out`` (a missing file, or one that cannot be
+            removed, is not an error here: the next write says what is wrong).
+    """
+    _check_path(session, path, "clean up beside")
+    with _using(session, sftp) as client:
+        try:
+            client.remove(held_temp_path(path))
+        except FileNotFoundError:
+            return
+        except _SFTP_ERRORS as exc:
+            if _lost(exc) or isinstance(exc, TimeoutError):
+                raise _read_error(session, client, path, exc) from None
+
+
+def _write_temp(session: Session, path: str, data: bytes, sftp: paramiko.SFTPClient | None, doing: str, token: str | None = None) -> TempFile:
     directory, name = _check_path(session, path, "write")
-    tmp = posixpath.join(directory, temp_name(name))
+    tmp = posixpath.join(directory, temp_name(name, token))
     with _using(session, sftp) as client:
         created = False
         try:
@@ -537,9 +579,9 @@ def discard(session: Session, temp: TempFile, *, sftp: paramiko.SFTPClient | Non
 
 
 @contextlib.contextmanager
-def staged(session: Session, path: str, data: bytes, *, sftp: paramiko.SFTPClient | None = None) -> Iterator[TempFile]:
+def staged(session: Session, path: str, data: bytes, *, sftp: paramiko.SFTPClient | None = None, held: bool = False) -> Iterator[TempFile]:
     """``write_temp``; the temp file is removed when the block is left without ``install`` (any error, Ctrl-C)."""
-    temp = write_temp(session, path, data, sftp=sftp)
+    temp = write_temp(session, path, data, sftp=sftp, held=held)
     installed = False
     try:
         yield temp

@@ -10,7 +10,9 @@ Whatever changes a WN (a rollout or rollback of its aria2c profile, the byte-acc
   random token. A held lock fails at once (``locked``, saying when its holder is a siteadmin of
   this VoBox no longer running) unless ``wait`` gives it time; one older than ``stale_after`` is
   reported (``stale lock``), never taken over.
-- ``drop_lock``: removes the lock only while it still holds the taker's token.
+- ``drop_lock``: removes the lock only while it still holds the taker's token (read back, or
+  trusted without reading while the lock is younger than half of ``stale_after``: nobody takes
+  over or removes a lock that is not stale).
 - ``lock_text`` / ``parse_lock`` / ``LockInfo``: the pure part, the file's content and its age
   (unit tested in ``tests/unit/test_wnlock_pure.py``).
 

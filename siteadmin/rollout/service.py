@@ -17,12 +17,15 @@ Per WN, in this order (``apply``):
    lock when the WN is done; locks a cancel, Ctrl-C or cut connection left behind are removed
    afterwards over new connections, only while they still hold the run's token (``_release_left``);
    one it cannot reach stays, named in that WN's line and in a ``warn`` line;
-3. plan: the profile check, the WN's current file and its hash: ``unchanged``, ``changed``
+3. plan: the profile check (run on the VoBox while the WNs are connected to; each WN waits for
+   its own before it is touched), the WN's current file and its hash: ``unchanged``, ``changed``
    (masked diff, each option marked live / new-downloads / restart) or ``new``. A dry run stops
    here, having written nothing anywhere;
-4. write: back up (``[rollout] backups_kept``), private temp file, validate it with the WN's own
-   aria2c (``NO_START_ARGS``: it starts nothing) and the WN's shell (what aria2c checks only at
-   start: ``changes.start_checks``), rename it into place keeping owner and mode;
+4. write: private temp file, validate it with the WN's own aria2c (``NO_START_ARGS``: it starts
+   nothing) and the WN's shell (what aria2c checks only at start: ``changes.start_checks``), back
+   up (``[rollout] backups_kept``; right before the rename, as a hard link of the file in place
+   where that is safe: ``files.link_backup``), rename it into place keeping owner and mode. One
+   folder listing, holding the lock, serves the stale temp files and the backups;
 5. reload: every changed option changeable over RPC -> ``changeGlobalOption`` then
    ``getGlobalOption``, whose read-back decides; else wait for aria2c to have no download in
    flight (``[rollout] drain_timeout``; then ``busy``, the new file kept with
@@ -482,10 +485,6 @@ def _apply_host(run: _Run, session: Session) -> HostReport:
     with session.sftp() as sftp:
         lock = None if run.dry_run else _lock(run, session, sftp, path)
         try:
-            # one listing, holding the lock, serves the stale temp files, the backup's link check and its pruning
-            folder = None if lock is None else files.list_folder(session, path, sftp=sftp)
-            if folder is not None:
-                files.remove_stale_temps(session, path, sftp=sftp, folder=folder)
             current = files.read_file(session, path, sftp=sftp)
             report = _report(run, host, path, current, new, secret_values)
             pending = _read_pending(sftp, path) if run.reload else None
@@ -498,11 +497,18 @@ def _apply_host(run: _Run, session: Session) -> HostReport:
             if pending is not None and report.reload != p.RELOAD_RESTART:
                 # aria2c still runs the file before the one in place: only a restart brings it to the new one
                 report = dataclasses.replace(report, reload=p.RELOAD_RESTART, notes=(*report.notes, "the file in place still waited for a restart"))
-            if folder is None or report.outcome == p.UNCHANGED:
+            if run.dry_run:
                 return report
+            if report.outcome == p.UNCHANGED:
+                # what a cut connection of an earlier run left: our temp files have one name while locked
+                files.remove_held_temp(session, path, sftp=sftp)
+                return report
+            # one listing, holding the lock, serves the stale temp files, the backup's link check and its pruning
+            folder = files.list_folder(session, path, sftp=sftp)
+            files.remove_stale_temps(session, path, sftp=sftp, folder=folder)
             generation: files.Backup | None = None
             try:
-                with files.staged(session, path, new, sftp=sftp) as temp:
+                with files.staged(session, path, new, sftp=sftp, held=True) as temp:
                     if run.validate:
                         files.validate(
                             session, temp, validate_command(p.read_options(new)), judge=_validate_judge(secret_values), mask=secret_values, sftp=sftp
@@ -794,9 +800,10 @@ def _rollback_host(run: _Run, session: Session) -> HostReport:
     with session.sftp() as sftp:
         lock = None if run.dry_run else _lock(run, session, sftp, path)
         try:
+            folder = files.list_folder(session, path, sftp=sftp)
             if lock is not None:
-                files.remove_stale_temps(session, path, sftp=sftp)
-            generations = files.list_backups(session, path, sftp=sftp)
+                files.remove_stale_temps(session, path, sftp=sftp, folder=folder)
+            generations = list(folder.backups)
             if not generations:
                 raise RolloutError(host, f"no backup of {path} to roll back to", outcome=NO_BACKUP)
             try:
