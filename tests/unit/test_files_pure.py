@@ -13,6 +13,7 @@ from siteadmin.remote.files import (
     backup_id,
     backup_name,
     find_backup,
+    held_temp_path,
     is_temp_name,
     newest_first,
     output_tail,
@@ -115,3 +116,12 @@ def test_file_state_hash_and_absence() -> None:
     assert FileState("/x", None).exists is False and FileState("/x", None).sha256 is None
     assert FileState("/x", b"rpc-secret=x\n").sha256 == DIGEST
     assert FileState("/x", b"").exists
+
+
+def test_the_lock_holders_temp_file_has_one_name_that_the_stale_scan_knows() -> None:
+    held = held_temp_path("/etc/aria2/aria2c.conf")
+    assert held == "/etc/aria2/.aria2c.conf.siteadmin-00000000.tmp"
+    assert is_temp_name("aria2c.conf", held.rsplit("/", 1)[1])
+    assert not is_temp_name("other.conf", held.rsplit("/", 1)[1])
+    with pytest.raises(ValueError):
+        held_temp_path("aria2c.conf")
