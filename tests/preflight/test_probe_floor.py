@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -157,14 +158,29 @@ def test_ports_the_responder_cannot_listen_on_are_reported(interpreter: str) -> 
     def few_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 
-    plan = {"mode": "respond", "tcp": ports, "udp": ports, "lifetime": 5, "lpd": False, "token": "t0"}
+    plan = {"mode": "respond", "tcp": ports, "udp": ports, "lifetime": 30, "lpd": False, "token": "t0"}
     done = subprocess.Popen([interpreter, "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=few_files)  # noqa: PLW1509
     try:
-        out, err = done.communicate(probe_script(plan), timeout=30)
+        assert done.stdin is not None and done.stdout is not None
+        done.stdin.write(probe_script(plan))
+        done.stdin.close()
+        # READY comes after every bind was tried, so its errors are complete: no need to sit out the lifetime
+        out = b""
+        while b"READY " not in out or not out.endswith(b"\n"):
+            assert select.select([done.stdout], [], [], 30)[0], "the responder said nothing within 30 s"
+            chunk = os.read(done.stdout.fileno(), 65536)
+            assert chunk, "the responder ended without READY: " + (done.stderr.read().decode() if done.stderr else "")
+            out += chunk
+        done.terminate()
+        done.wait(timeout=30)
+        err = done.stderr.read() if done.stderr else b""
     finally:
         if done.poll() is None:
             done.kill()
-            done.communicate()
+            done.wait()
+        for stream in (done.stdout, done.stderr):
+            if stream is not None:
+                stream.close()
     line = next(text for text in out.decode().splitlines() if text.startswith("READY "))
     ready = json.loads(line[6:])
     assert ready["errors"], err.decode()
