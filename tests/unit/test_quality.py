@@ -9,6 +9,7 @@ import pkgutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,11 +60,28 @@ def test_mypy_strict() -> None:
 
 FORBIDDEN = ("textual", "siteadmin.cli", "siteadmin.tui")
 
-# One interpreter for all modules, forked once per module (one child per core at a time) so each
-# import starts from the same clean sys.modules (as a fresh interpreter would); third-party
-# libraries the core uses are imported before the forks so the children do not import them again.
-# That cannot hide an offender: the parent holds none of FORBIDDEN, and whatever a child imports
-# shows in its own sys.modules.
+# The fast check: one interpreter imports every core module and then looks for FORBIDDEN in its
+# sys.modules. Whatever any core module pulls in at import time is there, so a clean result
+# means every module is clean; only when it is not does the forked check below name the offender.
+ONE_INTERPRETER_CHECK = """
+import importlib, json, sys
+
+FORBIDDEN = tuple(sys.argv[1].split(","))
+failed = {}
+for module in sys.argv[2:]:
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:
+        failed[module] = repr(exc)
+bad = sorted(m for m in sys.modules if m in FORBIDDEN or m.startswith(tuple(f + "." for f in FORBIDDEN)))
+print(json.dumps({"bad": bad, "failed": failed}))
+"""
+
+# The attributing check: one interpreter for all modules, forked once per module (one child per core
+# at a time) so each import starts from the same clean sys.modules (as a fresh interpreter would);
+# third-party libraries the core uses are imported before the forks so the children do not import
+# them again. That cannot hide an offender: the parent holds none of FORBIDDEN, and whatever a child
+# imports shows in its own sys.modules.
 FORKED_CHECK = """
 import importlib, json, os, sys
 
@@ -119,12 +137,37 @@ def offenders(*modules: str) -> dict[str, str]:
     return found
 
 
+def all_at_once_started(*modules: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", ONE_INTERPRETER_CHECK, ",".join(FORBIDDEN), *modules],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def all_at_once_result(check: subprocess.Popen[str]) -> dict[str, Any]:
+    """What FORBIDDEN modules importing all the modules together pulled in, and which imports failed."""
+    out, err = check.communicate()
+    assert check.returncode == 0, err
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
 CORE_MODULES = core_modules()
 
 
 @functools.cache
+def core_check_started() -> subprocess.Popen[str]:
+    """The one-interpreter check of the core, started early (START_EARLY) so it runs beside the other tests."""
+    return all_at_once_started(*CORE_MODULES)  # the modules the tests were made for, even if files came since
+
+
+@functools.cache
 def core_offenders() -> dict[str, str]:
-    return offenders(*CORE_MODULES)  # the modules the tests were made for, even if files came since
+    together = all_at_once_result(core_check_started())
+    if not together["bad"] and not together["failed"]:
+        return dict.fromkeys(CORE_MODULES, "")
+    return offenders(*CORE_MODULES)  # something is wrong: name the module(s) that pull it in
+
+
+START_EARLY["test_core_imports_without_console_or_cli"] = core_check_started
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)
@@ -134,8 +177,11 @@ def test_core_imports_without_console_or_cli(module: str) -> None:
 
 
 def test_the_contract_check_sees_an_offending_import() -> None:
-    # the same check on a module that does import the console must report it, and the console
-    # it pulled in must not leak into the check of the next module
+    # the one-interpreter check sees an offender among clean modules, so it is not passed over
+    together = all_at_once_result(all_at_once_started("siteadmin.errors", "siteadmin.tui.app", "siteadmin.site"))
+    assert "textual" in together["bad"] and "siteadmin.tui.app" in together["bad"] and together["failed"] == {}
+    # the attributing check on a module that does import the console must report it, and the
+    # console it pulled in must not leak into the check of the next module
     found = offenders("siteadmin.tui.app", "siteadmin.errors")
     assert "textual" in found["siteadmin.tui.app"].split(",") and "siteadmin.tui.app" in found["siteadmin.tui.app"].split(",")
     assert found["siteadmin.errors"] == ""
