@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -53,30 +54,55 @@ def test_bad_value_is_refused_in_one_line(bad_case: tuple[str, Any, bool | None]
         assert value not in message
 
 
+ARIA2C_AT_ONCE = 4
+"""aria2c checks run side by side: each reads its own conf in its own temp dir."""
+
+SAYS_ALONE = frozenset({"quiet", "console-log-level", "log", "log-level", "show-console-readout", "summary-interval", "daemon", "enable-rpc", "input-file"})
+"""Options that change what aria2c prints or whether it stays to serve: checked one per conf, so
+none of them can hide another option's complaint in a shared conf."""
+
+
+def aria2c_verdicts(texts: list[str], binary: str) -> list[list[str]]:
+    """``check_with_aria2c`` of each conf text, several aria2c at once; in the order given."""
+    with ThreadPoolExecutor(ARIA2C_AT_ONCE) as pool:
+        return list(pool.map(lambda text: check_with_aria2c(text, binary=binary), texts))
+
+
 def test_aria2c_accepts_every_good_value(aria2c_binary: str, good_table: dict[str, list[Any]]) -> None:
-    for name, values in good_table.items():
-        for value in values:
-            text = to_text(CATALOGUE[name], value, "t")
-            assert check_with_aria2c(f"{name}={text}\n", binary=aria2c_binary) == [], f"{name}={text}"
+    """Every good value of every option, read by aria2c. The i-th good values of the options that
+    print nothing share one conf (aria2c checks each line on its own and complains about the
+    first bad one); a conf aria2c complains about is checked again one line per conf, so a failure
+    names the option and value."""
+    lines = {(name, i): f"{name}={to_text(CATALOGUE[name], value, 't')}\n" for name, values in good_table.items() for i, value in enumerate(values)}
+    shared: dict[int, list[tuple[str, int]]] = {}
+    alone = []
+    for name, i in lines:
+        if name in SAYS_ALONE:
+            alone.append([(name, i)])
+        else:
+            shared.setdefault(i, []).append((name, i))
+    groups = [*shared.values(), *alone]
+    verdicts = aria2c_verdicts(["".join(lines[key] for key in group) for group in groups], aria2c_binary)
+    again = [key for group, problems in zip(groups, verdicts, strict=True) if problems for key in group]
+    for key, problems in zip(again, aria2c_verdicts([lines[key] for key in again], aria2c_binary), strict=True):
+        assert problems == [], lines[key].strip()
+    assert sum(len(group) for group in groups) == sum(len(values) for values in good_table.values())
 
 
 def test_aria2c_agrees_on_the_bad_values_it_checks(aria2c_binary: str, bad_table: dict[str, list[tuple[Any, bool | None]]]) -> None:
     """Where the table says aria2c refuses a value it does, naming the option; where it says
     aria2c swallows it (seed-time=abc, bt-external-ip=abc, ...) it does, so siteadmin's
-    stricter check is what stops it."""
+    stricter check is what stops it. One value per conf: aria2c stops at the first it refuses."""
+    cases = [(name, value, aria2_refuses) for name, values in bad_table.items() for value, aria2_refuses in values if aria2_refuses is not None]
     refused = accepted = 0
-    for name, cases in bad_table.items():
-        for value, aria2_refuses in cases:
-            if aria2_refuses is None:
-                continue
-            problems = check_with_aria2c(f"{name}={value}\n", binary=aria2c_binary)
-            if aria2_refuses:
-                refused += 1
-                assert problems, f"aria2c accepted {name}={value!r}"
-                assert any(name in p for p in problems), problems
-            else:
-                accepted += 1
-                assert problems == [], f"aria2c now refuses {name}={value!r}: {problems}; update the table"
+    for (name, value, aria2_refuses), problems in zip(cases, aria2c_verdicts([f"{n}={v}\n" for n, v, _ in cases], aria2c_binary), strict=True):
+        if aria2_refuses:
+            refused += 1
+            assert problems, f"aria2c accepted {name}={value!r}"
+            assert any(name in p for p in problems), problems
+        else:
+            accepted += 1
+            assert problems == [], f"aria2c now refuses {name}={value!r}: {problems}; update the table"
     assert refused > 60 and accepted > 30
 
 
