@@ -255,12 +255,12 @@ def summary(results: Sequence[HostResult[HostReport]]) -> list[tuple[str, str]]:
 class _Checks:
     """The profile check of a run, made in a thread of its own while the WNs are connected to.
 
-    It renders and lints every WN's profile on the VoBox (~1.4 ms a WN): made first, it held every
-    connection back. It checks the WNs worked on first (``first``: the run's parallelism) before
-    the others, so they wait least; each WN's work waits for its own (``of``) before touching the
-    WN. An exception of the check itself (not a finding: those are per WN) fails every WN not yet
-    checked; when no WN had its check yet, nothing was touched and the run raises it again
-    (``raise_failure``), as it did when the check ran first.
+    It renders and lints every WN's profile on the VoBox (~1.4 ms a WN): made first for every WN,
+    it held every connection back. The WNs worked on first (``first``: the run's parallelism) are
+    checked at once, before any connection (an exception of the check raises there, nothing
+    touched); the others in a thread while those are connected to. Each WN's work waits for its
+    own (``of``) before touching the WN. An exception of that thread's check (not a finding:
+    those are per WN) fails every WN it did not check.
     """
 
     def __init__(self, site: Site, hosts: Sequence[str], *, aria2c: bool, run: bool, first: int) -> None:
@@ -268,26 +268,29 @@ class _Checks:
         self._done = False
         self._found: dict[str, HostCheck] = {}
         self._failure: BaseException | None = None
-        self._handed = False
-        """A WN got its check (and may have been touched): a failure of the check is then the WNs' results, not raised."""
         self._secret: str | None = None
         if not run:
             self._secret = site_rpc_secret(site, create=False)
             self._done = True
             return
         names = list(hosts)
-        chunks = [names[: max(first, 1)], names[max(first, 1) :]]
+        # the first WNs' checks here, before any connection (raising as the whole check did):
+        # made in a thread beside 100 handshaking threads, they were what those WNs waited for
+        self._found.update(check_profiles(site, names[: max(first, 1)], aria2c=aria2c).by_host())
+        self._secret = site_rpc_secret(site, create=False)  # after rendering: it may have made it
+        rest = names[max(first, 1) :]
+        if not rest:
+            self._done = True
+            return
 
         def check() -> None:
             try:
-                for chunk in chunks:
-                    found = check_profiles(site, chunk, aria2c=aria2c).by_host() if chunk else {}
-                    secret = site_rpc_secret(site, create=False)  # after rendering: it may have made it
-                    with self._ready:
-                        self._found.update(found)
-                        self._secret = secret
-                        self._ready.notify_all()
-            except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread by raise_failure
+                found = check_profiles(site, rest, aria2c=aria2c).by_host()
+                secret = site_rpc_secret(site, create=False)
+                with self._ready:
+                    self._found.update(found)
+                    self._secret = secret
+            except BaseException as exc:  # noqa: BLE001 - each WN not yet checked fails with it
                 self._failure = exc
             finally:
                 with self._ready:
@@ -309,7 +312,6 @@ class _Checks:
         self._wait(host)
         with self._ready:
             found = self._found.get(host)
-            self._handed = self._handed or found is not None
         if found is None and self._failure is not None:
             raise RolloutError(host, f"the profile check failed: {self._failure}", outcome=PROFILE)
         return found
@@ -318,12 +320,6 @@ class _Checks:
         """The site's RPC secret (``[aria2c] rpc_secret_file``), as it is once the check is done."""
         self._wait()
         return self._secret
-
-    def raise_failure(self) -> None:
-        """Raise what the check itself raised, if it did before any WN got its check (waiting for it)."""
-        self._wait()
-        if self._failure is not None and not self._handed:
-            raise self._failure
 
 
 @dataclasses.dataclass
@@ -1054,7 +1050,6 @@ def apply(
     try:
         results = _fan_out(site, run, hosts, _apply_host, service=service, inventory=inventory, parallelism=parallelism,
                            batches=batches, cancel=cancel, progress=progress, accept_new=accept_new)
-        run.checks.raise_failure()  # the check itself failed: every WN was failed before it was touched
     finally:
         left = _release_left(run, inventory)  # Ctrl-C too: the locks go before the interrupt does
     return _finish(run, _note_left(results, left, run), started, hosts)
