@@ -58,6 +58,44 @@ async def test_a_thousand_rows_update_in_place_and_sort_and_filter(tmp_path: Pat
         assert sorted(row_text(table, i)[0] for i in range(table.row_count)) == [f"wn099{d}.example.org" for d in range(10)]
 
 
+def drawn(table: DataTable[object], y: int) -> str:
+    """Line ``y`` of the table as drawn (header at 0), not as stored."""
+    return "".join(segment.text for segment in table.render_line(y))
+
+
+async def test_a_poll_redraws_the_changed_cells_and_keeps_the_others_drawn(tmp_path: Path) -> None:
+    from siteadmin.tui.views.swarm import rate
+
+    shown, real = recorded_site(tmp_path)
+    app = SiteadminApp(shown, RecordedServices(shown, real, swarm=synthetic(6, 0)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("7")
+        await pilot.pause()
+        view = app.query_one("#swarm")
+        table = app.query_one("#swarm-table", DataTable)
+        view.paused = True  # type: ignore[attr-defined]
+        view.show_report(synthetic(1000, 1))  # type: ignore[attr-defined]
+        await pilot.pause()
+        before = [drawn(table, y) for y in range(1, 12)]  # drawn once: every row's render is cached now
+        assert rate(synthetic(1000, 1).wns[1].download_speed) in before[1]
+        for tick in (2, 3):
+            view.show_report(synthetic(1000, tick))  # type: ignore[attr-defined]
+            await pilot.pause()
+            now = synthetic(1000, tick).wns
+            for y in range(1, 12):
+                line, wn = drawn(table, y), now[y - 1]
+                assert wn.host in line
+                if wn.reachable:  # the changed speeds are drawn, not the cached ones
+                    assert f" {rate(wn.download_speed)} " in line, (line, rate(wn.download_speed))
+                    assert f" {rate(wn.upload_speed)} " in line, (line, rate(wn.upload_speed))
+                else:  # unchanged rows are drawn as before
+                    assert line == before[y - 1]
+        await pilot.press("down")
+        await pilot.pause()
+        assert table.cursor_row == 1
+        assert f" {rate(now[1].download_speed)} " in drawn(table, 2)
+
+
 def test_lab_up_keeps_the_profile_an_admin_edited_there(tmp_path: Path) -> None:
     wn = wns.WNLayout(name="wn001.lab", index=1, ns="sl000000-wn001", address="10.200.2.11", ssh_port=22, rpc_port=6800, bt_port=6881,
                       dir=str(tmp_path / "wns" / "wn001.lab"))

@@ -79,6 +79,7 @@ class View(Vertical, Generic[T]):
         """``show`` has drawn the first load (an action from the palette waits for it)."""
         self._waiting: list[Callable[[], object]] = []
         self._jobs: dict[str, Job] = {}
+        self._status_text = ""
 
     # ------------------------------------------------ composing
 
@@ -109,7 +110,10 @@ class View(Vertical, Generic[T]):
 
     def set_status(self, text: str, state: str = "") -> None:
         status = self.query_one(".status", Static)
-        status.update(printable(text))
+        shown = printable(text)
+        if shown != self._status_text:  # an update lays the whole screen out again: a poll's unchanged line is left alone
+            self._status_text = shown
+            status.update(shown)
         status.set_class(state == "error", "-error")
         status.set_class(state == "ok", "-ok")
         status.set_class(state == "busy", "-busy")
