@@ -8,7 +8,8 @@ loopback otherwise) with a small package, and takes it down at the end. It yield
 Tests must leave the lab as they found it (flush the rules they add).
 
 Test tiers: a test that starts a lab or any daemon (slapd, sshd, aria2c, opentracker) is marked
-``lab``, so ``pytest -m "not lab"`` (quality gates and pure tests) starts nothing. Two guards keep
+``lab``, so ``pytest -m "not lab"`` (quality gates and pure tests) starts nothing; the console's
+tests (tests/console) are marked ``console`` and ``lab`` here, being app-sized too. Two guards keep
 it so: a test not marked ``lab`` that asks for a daemon fixture (``DAEMON_FIXTURES``, directly or
 through another fixture) fails before its fixtures run, and one that starts a daemon program
 (``DAEMON_PROGRAMS``) in this interpreter any other way fails at that start; both messages say
@@ -151,6 +152,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = "\n".join(dict.fromkeys(refused))
     refused.clear()
+
+
+CONSOLE_TESTS = Path(__file__).parent / "console"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The console's tests (Textual's Pilot and SVG snapshots) start no daemon, but each starts the
+    # whole app: some 25 s of CPU together. They belong to the slow tier with the real-part tests,
+    # so the fast tier is what issue 8 asks of it: the quality gates and the pure tests.
+    for item in items:
+        if CONSOLE_TESTS in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.console)
+            item.add_marker(pytest.mark.lab)
 
 
 def pytest_configure(config: pytest.Config) -> None:
