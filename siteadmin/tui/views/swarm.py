@@ -10,6 +10,7 @@ redraws it once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from rich.text import Text
@@ -111,8 +112,11 @@ def wn_detail(report: SwarmReport, host: str) -> str:
     return "\n".join(lines)
 
 
+@functools.lru_cache(maxsize=8192)
 def styled(column: str, text: str) -> Text:
-    """A cell of the table, coloured where it flags a problem."""
+    """A cell of the table, coloured where it flags a problem. Polls repeat the same few values
+    (counts, rounded rates), so cells are shared rather than made anew each time: the table
+    only reads them."""
     if column == "flags" and text:
         return cell(text, "red")
     if column == "aria2c" and text in ("refused", "timeout", "wrong-secret", "ssh-failure", "rpc-error", "rpc-unreachable"):
