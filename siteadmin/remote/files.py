@@ -714,6 +714,20 @@ def _install(
     return FileState(temp.target, None, want_uid, want_gid, want_mode)
 
 
+def _backup_place(
+    session: Session, current: FileState, keep: int, now: dt.datetime | None
+) -> tuple[str, dt.datetime, str, str, bytes] | None:
+    """(target's name, time, the new generation's path, what a failure says, the bytes) for a backup of ``current``; None with no file."""
+    if keep < 1:
+        raise ValueError(f"keep = {keep}: at least one backup generation must be kept")
+    if current.data is None:
+        return None
+    directory, name = _check_path(session, current.path, "back up")
+    digest = hashlib.sha256(current.data).hexdigest()
+    when = now or dt.datetime.now(dt.UTC)
+    return name, when, posixpath.join(directory, backup_name(name, when, digest)), f"cannot back up {current.path}", current.data
+
+
 def backup(session: Session, current: FileState, *, keep: int, now: dt.datetime | None = None, sftp: paramiko.SFTPClient | None = None) -> Backup | None:
     """Copy the file as read, with its owner, group and mode, to a new generation beside it; keep the newest ``keep``.
 
@@ -734,22 +748,17 @@ def backup(session: Session, current: FileState, *, keep: int, now: dt.datetime 
         FileStepError: as ``write_temp`` and ``install``, the message saying ``cannot back up``.
         ValueError: ``keep`` below 1.
     """
-    if keep < 1:
-        raise ValueError(f"keep = {keep}: at least one backup generation must be kept")
-    if current.data is None:
+    where = _backup_place(session, current, keep, now)
+    if where is None:
         return None
-    directory, name = _check_path(session, current.path, "back up")
-    digest = hashlib.sha256(current.data).hexdigest()
-    when = now or dt.datetime.now(dt.UTC)
-    path = posixpath.join(directory, backup_name(name, when, digest))
-    doing = f"cannot back up {current.path}"
+    name, when, path, doing, data = where
     with _using(session, sftp) as client:
-        temp = _write_temp(session, path, current.data, client, doing)
+        temp = _write_temp(session, path, data, client, doing)
         _install(session, temp, current, None, None, None, client, doing)
         prune_backups(session, current.path, keep, sftp=client)
     found = parse_backup_name(name, posixpath.basename(path))
     assert found is not None  # we just made the name
-    return Backup(found[0], path, current.path, found[1], found[2], len(current.data), current.uid, current.gid, current.mode)
+    return Backup(found[0], path, current.path, found[1], found[2], len(data), current.uid, current.gid, current.mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -893,21 +902,16 @@ def link_backup(
         FileStepError: as ``backup``.
         ValueError: ``keep`` below 1.
     """
-    if keep < 1:
-        raise ValueError(f"keep = {keep}: at least one backup generation must be kept")
-    if current.data is None:
+    where = _backup_place(session, current, keep, now)
+    if where is None:
         return None
-    directory, name = _check_path(session, current.path, "back up")
-    digest = hashlib.sha256(current.data).hexdigest()
-    when = now or dt.datetime.now(dt.UTC)
-    path = posixpath.join(directory, backup_name(name, when, digest))
-    doing = f"cannot back up {current.path}"
+    name, when, path, doing, data = where
     with _using(session, sftp) as client:
         if folder.links != 1 or current.mtime is None or not _hardlink(session, client, current, path, doing):
             return backup(session, current, keep=keep, now=when, sftp=client)
         found = parse_backup_name(name, posixpath.basename(path))
         assert found is not None  # we just made the name
-        made = Backup(found[0], path, current.path, found[1], found[2], len(current.data), current.uid, current.gid, current.mode)
+        made = Backup(found[0], path, current.path, found[1], found[2], len(data), current.uid, current.gid, current.mode)
         prune_backups(session, current.path, keep, sftp=client, folder=dataclasses.replace(folder, backups=tuple(newest_first([made, *folder.backups]))))
     return made
 
