@@ -321,6 +321,11 @@ class _SFTPClient(paramiko.SFTPClient):
     def _write_all(self, out: bytes) -> None:
         if self._stalled:
             return
+        limit = self.sock.gettimeout()
+        # a send into a full TCP buffer loops in paramiko's packetizer until the transport closes:
+        # the channel's own timeout never fires there, so the watch closes it after ``limit``
+        if limit is not None:
+            _WRITE_WATCH.begin(self, time.monotonic() + limit)
         try:
             super()._write_all(out)  # type: ignore[misc]  # private in paramiko's stubs
         except TimeoutError:
@@ -328,6 +333,9 @@ class _SFTPClient(paramiko.SFTPClient):
         except (OSError, EOFError):
             if not self._stalled:
                 raise
+        finally:
+            if limit is not None:
+                _WRITE_WATCH.end(self)
 
     def _read_all(self, n: int) -> bytes:
         if self._stalled:
@@ -346,3 +354,42 @@ class _SFTPClient(paramiko.SFTPClient):
 def _short(command: str, width: int = 60) -> str:
     one = " ".join(command.split())
     return one if len(one) <= width else one[: width - 3] + "..."
+
+
+class _WriteWatch:
+    """One thread for every SFTP client: gives up on a client whose write has hung past its limit.
+
+    Cheaper than a timer per write (a rollout sends thousands): a write registers its deadline and
+    removes it when done; the thread, started on first use, looks twice a second.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._writing: dict[int, tuple[float, _SFTPClient]] = {}
+        self._thread: threading.Thread | None = None
+
+    def begin(self, client: _SFTPClient, deadline: float) -> None:
+        with self._lock:
+            self._writing[id(client)] = (deadline, client)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="sftp-write-watch", daemon=True)
+                self._thread.start()
+
+    def end(self, client: _SFTPClient) -> None:
+        with self._lock:
+            self._writing.pop(id(client), None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                late = [client for deadline, client in self._writing.values() if deadline < now]
+                for client in late:
+                    self._writing.pop(id(client), None)
+            for client in late:
+                client._give_up()  # noqa: SLF001 - the watch acts for the client's own write
+
+
+_WRITE_WATCH = _WriteWatch()
+
